@@ -1,0 +1,12 @@
+"""Token mixers behind one interface: ``mixer(x, hw, pad_mask=None)``; see ``base``."""
+from .armour import ArmourAttention
+from .base import ATTENTIONS, QKVMixer, TokenMixer, build_attention, register_attention
+from .castling import CastlingAttention
+from .inline import InLineAttention
+from .softmax import SoftmaxAttention, SpatialReductionAttention
+
+__all__ = [
+    'ATTENTIONS', 'TokenMixer', 'QKVMixer', 'build_attention', 'register_attention',
+    'ArmourAttention', 'CastlingAttention', 'InLineAttention', 'SoftmaxAttention',
+    'SpatialReductionAttention'
+]

@@ -1,0 +1,34 @@
+"""Armour: compact self-attention that shares the query and value projections (W_Q = W_V).
+
+out = softmax(s V K^T) V with V = x W_V and K = x W_K: two projections instead of three. The
+shared matrix is used both before and after the softmax. One ``kv`` linear (C -> 2C) holds K and V
+whatever the family's naming, so the same module serves DeiT- and PVT-style trunks.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import TokenMixer, check_tokens, register_attention, sdpa_mask
+
+
+@register_attention('armour')
+class ArmourAttention(TokenMixer):
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0,
+                 qkv_layout: str = 'qkv'):
+        super().__init__(dim, num_heads)
+        if qkv_layout not in ('qkv', 'q_kv'):
+            raise ValueError(f"unknown qkv_layout {qkv_layout!r}; expected 'qkv' or 'q_kv'")
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_tokens(x, hw, pad_mask)
+        b, n, _ = x.shape
+        k, v = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(v, k, v, attn_mask=sdpa_mask(pad_mask))
+        return self.proj_drop(self.proj(self.merge_heads(y)))

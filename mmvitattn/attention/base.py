@@ -1,0 +1,143 @@
+"""The interface every token mixer shares, and the name -> class table configs choose from.
+
+A token mixer maps tokens ``x`` of shape (B, N, C) to the same shape. It is told the real
+spatial size ``hw = (H, W)`` of the token map (never derived from N): the last ``H * W`` tokens
+are the map in row-major order and any tokens before them (a cls token) are "prefix" tokens.
+``pad_mask`` (B, N) bool, True for tokens that come from batch padding, is optional; padded
+tokens take no part in any sum, mean or softmax, so real tokens get the same result as if the
+image had been run alone.
+"""
+from typing import Dict, Optional, Tuple, Type
+
+import torch
+from torch import nn
+
+ATTENTIONS: Dict[str, Type['TokenMixer']] = {}
+
+
+def register_attention(name: str):
+    """Class decorator: make a token mixer available to configs under ``name``."""
+
+    def wrap(cls):
+        if name in ATTENTIONS:
+            raise KeyError(f'attention {name!r} is registered twice')
+        ATTENTIONS[name] = cls
+        cls.attention_name = name
+        return cls
+
+    return wrap
+
+
+def build_attention(name: str, dim: int, num_heads: int, **kwargs) -> 'TokenMixer':
+    """Build the token mixer registered as ``name``; errors name the bad value."""
+    if name not in ATTENTIONS:
+        raise ValueError(f'unknown attention type {name!r}; expected one of {sorted(ATTENTIONS)}')
+    return ATTENTIONS[name](dim, num_heads, **kwargs)
+
+
+def check_heads(dim: int, num_heads: int) -> int:
+    """Return the head dimension, or fail early if ``num_heads`` does not divide ``dim``."""
+    if not isinstance(num_heads, int) or num_heads <= 0:
+        raise ValueError(f'num_heads must be a positive int, got {num_heads!r}')
+    if dim % num_heads:
+        raise ValueError(f'num_heads={num_heads} does not divide the embedding width {dim}; '
+                         f'choose a head count that divides {dim}')
+    return dim // num_heads
+
+
+class TokenMixer(nn.Module):
+    """Base class: holds the head split and the helpers shared by all mechanisms."""
+    attention_name = 'base'
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = check_heads(dim, num_heads)
+        self.scale = self.head_dim**-0.5
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, h, N, d)."""
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    @staticmethod
+    def merge_heads(t: torch.Tensor) -> torch.Tensor:
+        """(B, h, N, d) -> (B, N, C)."""
+        b, h, n, d = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * d)
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, num_heads={self.num_heads}'
+
+
+def check_tokens(x: torch.Tensor, hw: Tuple[int, int], pad_mask: Optional[torch.Tensor]) -> int:
+    """Validate the token/size contract and return the number of prefix tokens."""
+    h, w = hw
+    n = x.shape[1]
+    if h * w > n:
+        raise ValueError(f'token map {h}x{w} needs at least {h * w} tokens, got {n}')
+    if pad_mask is not None and pad_mask.shape != x.shape[:2]:
+        raise ValueError(f'pad_mask must have shape {tuple(x.shape[:2])} (batch, tokens), '
+                         f'got {tuple(pad_mask.shape)}')
+    return n - h * w
+
+
+def keep_weights(pad_mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """(B, N) padding mask -> (B, 1, N, 1) weights, 1 for real tokens and 0 for padded ones."""
+    if pad_mask is None:
+        return None
+    return (~pad_mask).to(like.dtype)[:, None, :, None]
+
+
+def token_mean(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean over the token axis (-2) of (B, h, N, d), over real tokens only."""
+    if keep is None:
+        return t.mean(dim=-2, keepdim=True)
+    return (t * keep).sum(dim=-2, keepdim=True) / keep.sum(dim=-2, keepdim=True).clamp_min(1)
+
+
+def sdpa_mask(pad_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(B, N) padding mask -> boolean SDPA mask (B, 1, 1, N) with True for keys that take part."""
+    if pad_mask is None:
+        return None
+    return ~pad_mask[:, None, None, :]
+
+
+class QKVMixer(TokenMixer):
+    """A token mixer with query/key/value projections in one of two checkpoint layouts.
+
+    ``qkv_layout='qkv'``: one fused ``qkv`` linear (ViT/DeiT/Swin naming);
+    ``qkv_layout='q_kv'``: separate ``q`` and ``kv`` linears (PVT naming).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
+                 proj_drop: float = 0.0):
+        super().__init__(dim, num_heads)
+        if qkv_layout == 'qkv':
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        elif qkv_layout == 'q_kv':
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        else:
+            raise ValueError(f"unknown qkv_layout {qkv_layout!r}; expected 'qkv' or 'q_kv'")
+        self.qkv_layout = qkv_layout
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def project_qkv(self, x: torch.Tensor):
+        """(B, N, C) -> q, k, v, each (B, h, N, d)."""
+        b, n, c = x.shape
+        if self.qkv_layout == 'qkv':
+            qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            return qkv.unbind(0)
+        kv = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return (self.split_heads(self.q(x)), *kv.unbind(0))
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) attention result -> projected block output."""
+        return self.proj_drop(self.proj(y))

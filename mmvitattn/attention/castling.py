@@ -1,0 +1,83 @@
+"""Castling-ViT linear-angular attention (You et al., CVPR 2023), in the released core's form.
+
+Similarity 1 - arccos(q^.k^)/pi ~= 1/2 + q^.k^/pi, q^ and k^ unit vectors, kept linear in N:
+    y = 0.5 v + (1/pi) q^ (k^^T v)          (released form: the constant term is the token's own v)
+    y += coef * (A * [A > tau]) v           (training only, A = softmax(s q k^T): auxiliary branch)
+    y = y / ||y|| + dconv(v)                (dconv: depthwise (k_res, 1) conv along the token axis,
+                                             heads as channels, shared across head dims)
+``constant_term='sum'`` uses the kernel expansion's 0.5 * sum_j v_j instead (an option, not the
+release). The auxiliary branch has no parameters, so a model trained with it loads unchanged into
+the linear-only inference model; with the branch off no N x N tensor is ever built.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import QKVMixer, check_tokens, keep_weights, register_attention, sdpa_mask
+
+
+@register_attention('castling')
+class CastlingAttention(QKVMixer):
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
+                 proj_drop: float = 0.0, kernel_size: int = 9, constant_term: str = 'self',
+                 aux_softmax: bool = False, aux_threshold: float = 0.02, aux_chunk: int = 1024):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, qkv_layout=qkv_layout,
+                         proj_drop=proj_drop)
+        if constant_term not in ('self', 'sum'):
+            raise ValueError(f"unknown constant_term {constant_term!r}; expected 'self' (released) "
+                             "or 'sum' (kernel expansion)")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'kernel_size must be a positive odd int, got {kernel_size!r}')
+        self.constant_term = constant_term
+        self.dconv = nn.Conv2d(num_heads, num_heads, kernel_size=(kernel_size, 1),
+                               padding=(kernel_size // 2, 0), groups=num_heads, bias=False)
+        # Auxiliary masked-softmax branch: switched on per block, weighted by ``aux_coef``
+        # (driven by a training hook), computed ``aux_chunk`` queries at a time.
+        self.aux_softmax = aux_softmax
+        self.aux_coef = 1.0
+        self.aux_threshold = aux_threshold
+        self.aux_chunk = aux_chunk
+        self.last_mask_density: Optional[float] = None
+
+    @property
+    def aux_active(self) -> bool:
+        return self.aux_softmax and self.training and self.aux_coef > 0
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_tokens(x, hw, pad_mask)
+        q, k, v = self.project_qkv(x)
+        keep = keep_weights(pad_mask, x)
+        if keep is not None:
+            v = v * keep
+        q_hat = F.normalize(q, dim=-1)
+        k_hat = F.normalize(k, dim=-1) if keep is None else F.normalize(k, dim=-1) * keep
+        if self.constant_term == 'self':
+            const = 0.5 * v
+        else:
+            const = 0.5 * v.sum(dim=-2, keepdim=True)
+        y = const + (q_hat @ (k_hat.transpose(-2, -1) @ v)) / math.pi
+        if self.aux_active:
+            y = y + self.aux_coef * self.masked_softmax(q, k, v, pad_mask)
+        y = F.normalize(y, dim=-1) + self.dconv(v)
+        return self.output(self.merge_heads(y))
+
+    def masked_softmax(self, q, k, v, pad_mask):
+        """sum_j A_ij [A_ij > tau] v_j, with A = softmax(s q k^T) over real keys, in query chunks."""
+        key_mask = sdpa_mask(pad_mask)  # (B, 1, 1, N) or None
+        outs, kept, total = [], 0, 0
+        for start in range(0, q.shape[2], self.aux_chunk):
+            logits = (q[:, :, start:start + self.aux_chunk] * self.scale) @ k.transpose(-2, -1)
+            if key_mask is not None:
+                logits = logits.masked_fill(~key_mask, float('-inf'))
+            attn = logits.softmax(dim=-1)
+            mask = attn > self.aux_threshold
+            outs.append((attn * mask) @ v)
+            kept += int(mask.sum())
+            total += mask.numel()
+        self.last_mask_density = kept / max(total, 1)
+        return torch.cat(outs, dim=2)

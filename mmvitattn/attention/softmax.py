@@ -1,0 +1,71 @@
+"""Softmax baselines: global multi-head attention and PVT's spatial-reduction attention."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import QKVMixer, TokenMixer, check_tokens, register_attention, sdpa_mask
+
+
+@register_attention('softmax')
+class SoftmaxAttention(QKVMixer):
+    """Global softmax attention, softmax(s Q K^T) V, through ``F.scaled_dot_product_attention``."""
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_tokens(x, hw, pad_mask)
+        q, k, v = self.project_qkv(x)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask(pad_mask))
+        return self.output(self.merge_heads(y))
+
+
+@register_attention('sra')
+class SpatialReductionAttention(TokenMixer):
+    """PVT's spatial-reduction attention: keys and values come from the token map shrunk by a
+    strided ``sr_ratio`` x ``sr_ratio`` conv (then LayerNorm); ``sr_ratio=1`` is global softmax.
+
+    With a padding mask a reduced token counts as padded when every token under it is padded.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, sr_ratio: int = 1,
+                 proj_drop: float = 0.0, qkv_layout: str = 'q_kv'):
+        super().__init__(dim, num_heads)
+        if qkv_layout != 'q_kv':
+            raise ValueError(f"spatial-reduction attention uses the 'q_kv' layout, got {qkv_layout!r}")
+        if not isinstance(sr_ratio, int) or sr_ratio < 1:
+            raise ValueError(f'sr_ratio must be a positive int, got {sr_ratio!r}')
+        self.sr_ratio = sr_ratio
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        prefix = check_tokens(x, hw, pad_mask)
+        b, n, c = x.shape
+        h, w = hw
+        q = self.split_heads(self.q(x))
+        kv_in, kv_pad = x, pad_mask
+        if self.sr_ratio > 1:
+            r = self.sr_ratio
+            if h < r or w < r:
+                raise ValueError(f'token map {h}x{w} is smaller than sr_ratio={r}')
+            grid = x[:, prefix:].transpose(1, 2).reshape(b, c, h, w)
+            reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
+            kv_in = torch.cat([x[:, :prefix], reduced], dim=1)
+            if pad_mask is not None:
+                real = (~pad_mask[:, prefix:]).reshape(b, 1, h, w).float()
+                reduced_pad = F.max_pool2d(real, r, r).flatten(1) == 0
+                kv_pad = torch.cat([pad_mask[:, :prefix], reduced_pad], dim=1)
+        kv = self.kv(kv_in).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask(kv_pad))
+        return self.proj_drop(self.proj(self.merge_heads(y)))
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, sr_ratio={self.sr_ratio}'

@@ -1,0 +1,3 @@
+from .pvt import PVT, ArmourPVT, CastlingPVT, InLinePVT, SoftmaxPVT
+
+__all__ = ['PVT', 'InLinePVT', 'CastlingPVT', 'ArmourPVT', 'SoftmaxPVT']

@@ -1,0 +1,164 @@
+"""Pieces every backbone family shares: the transformer block, its MLP, patch embedding,
+padding-mask bookkeeping, position-embedding resizing, and the mmdet/mmseg backbone options
+(frozen stages, norm_eval, gradient checkpointing)."""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from timm.layers import DropPath
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..attention import build_attention
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2, with an optional 3x3 depthwise conv after fc1 (PVTv2 style)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dwconv: bool = False, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim) if dwconv else None
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = self.fc1(x)
+        if self.dwconv is not None:
+            b, n, c = x.shape
+            h, w = hw
+            prefix = n - h * w
+            grid = x[:, prefix:].transpose(1, 2).reshape(b, c, h, w)
+            x = torch.cat([x[:, :prefix], self.dwconv(grid).flatten(2).transpose(1, 2)], dim=1)
+        return self.drop(self.fc2(self.drop(self.act(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block whose token mixer is any registered attention."""
+
+    def __init__(self, dim: int, num_heads: int, attention: str, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, mlp_dwconv: bool = False, attn_cfg: Optional[dict] = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = build_attention(attention, dim, num_heads, **(attn_cfg or {}))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dwconv=mlp_dwconv)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, pad_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv + LayerNorm. ``overlap=False``: kernel = stride (input padded up to a multiple
+    of the stride); ``overlap=True``: kernel 2*stride-1 with padding (PVTv2 style)."""
+
+    def __init__(self, in_chans: int, dim: int, stride: int, overlap: bool = False):
+        super().__init__()
+        self.stride = stride
+        self.overlap = overlap
+        if overlap:
+            k = 2 * stride - 1 if stride > 1 else 3
+            self.proj = nn.Conv2d(in_chans, dim, k, stride=stride, padding=k // 2)
+        else:
+            self.proj = nn.Conv2d(in_chans, dim, stride, stride=stride)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
+        """(B, C, H, W) [+ (B, H, W) pixel padding mask] -> tokens (B, N, dim), (h, w), token mask."""
+        s = self.stride
+        if not self.overlap:
+            extra_h, extra_w = -x.shape[2] % s, -x.shape[3] % s
+            if extra_h or extra_w:
+                x = F.pad(x, (0, extra_w, 0, extra_h))
+                if pad_mask is not None:
+                    pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        tokens = self.norm(x.flatten(2).transpose(1, 2))
+        return tokens, hw, downsample_pad_mask(pad_mask, hw)
+
+
+def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Tuple[int, int]) -> Optional[torch.Tensor]:
+    """Pixel mask (B, H, W) -> token mask (B, h*w): a token is padding when all its pixels are."""
+    if pad_mask is None:
+        return None
+    real = (~pad_mask).float().unsqueeze(1)
+    real = F.adaptive_max_pool2d(real, hw) if real.shape[-2:] != hw else real
+    return (real.flatten(1) == 0)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
+                     num_prefix: int = 0) -> torch.Tensor:
+    """Bicubic resize of a (1, prefix + h*w, C) position embedding from grid src_hw to dst_hw."""
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    c = grid.shape[-1]
+    grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(dst_hw), mode='bicubic', align_corners=False)
+    grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, -1, c)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def per_stage(value, num_stages: int, name: str) -> tuple:
+    """Expand a scalar to one value per stage, or check a sequence has exactly one per stage."""
+    if isinstance(value, (str, int, float)) or value is None or isinstance(value, dict):
+        return (value, ) * num_stages
+    value = tuple(value)
+    if len(value) != num_stages:
+        raise ValueError(f'{name} needs one entry per stage ({num_stages}), got {len(value)}: {value!r}')
+    return value
+
+
+def check_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+    out_indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
+    for i in out_indices:
+        if not 0 <= i < num_stages:
+            raise ValueError(f'out_indices entry {i} is out of range; expected 0..{num_stages - 1}')
+    return out_indices
+
+
+class BackboneBase(BaseModule):
+    """mmdet/mmseg backbone conventions: frozen stages stay frozen and in eval mode, BN layers
+    optionally stay in eval mode (``norm_eval``), blocks optionally recompute in backward (``with_cp``)."""
+
+    def __init__(self, frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+    def stage_modules(self, index: int):
+        """The modules (and bare parameters) that make up stage ``index``; families override."""
+        raise NotImplementedError
+
+    def _freeze_stages(self):
+        for i in range(self.frozen_stages + 1):
+            for item in self.stage_modules(i):
+                if isinstance(item, nn.Module):
+                    item.eval()
+                    for p in item.parameters():
+                        p.requires_grad = False
+                else:
+                    item.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def run_block(self, block: nn.Module, x: torch.Tensor, hw, pad_mask):
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(block, x, hw, pad_mask, use_reentrant=False)
+        return block(x, hw, pad_mask)

@@ -1,0 +1,64 @@
+"""Config edits shared by tools/train.py and tools/test.py for detection and segmentation alike."""
+import json
+import os
+from mmengine.config import Config
+
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+
+
+def config_task(cfg: Config) -> str:
+    """'detection' or 'segmentation', from the config's default scope."""
+    scope = cfg.get('default_scope', None)
+    if scope not in TASKS:
+        raise SystemExit(f"config default_scope is {scope!r}; expected one of {sorted(TASKS)} "
+                         "(inherit an mmdet or mmseg base config)")
+    return TASKS[scope]
+
+
+def use_amp(cfg: Config) -> None:
+    """Switch the optimizer wrapper to mixed precision; mmengine's AmpOptimWrapper needs a GPU."""
+    import torch
+    if not torch.cuda.is_available():
+        raise SystemExit('--amp needs a CUDA device (mmengine AmpOptimWrapper); none is available')
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def enable_visualization(cfg: Config, task: str, show: bool, show_dir, wait_time: float) -> None:
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise SystemExit('--show/--show-dir need a "visualization" entry in default_hooks')
+    hook = hooks['visualization']
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        if task == 'detection':
+            hook['test_out_dir'] = show_dir
+        else:
+            hook['interval'] = 1
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def save_predictions(cfg: Config, task: str, out: str) -> None:
+    """``--out``: raw detections to a pickle file, or predicted label maps into a directory."""
+    if task == 'detection':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise SystemExit(f'--out for detection must be a .pkl or .pickle file, got {out!r}')
+        dump = dict(type='DumpDetResults', out_file_path=out)
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        cfg.test_evaluator = [*evaluators, dump]
+    else:
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+
+
+def write_json(path: str, data) -> None:
+    """Write JSON atomically: a reader never sees a half-written file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2, default=float)
+    os.replace(tmp, path)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtual environment and installs the pinned stack in the
+# order that works: torch + torchvision as a pair, then mmcv 2.1.0 compiled with CPU ops
+# (built once, reused from pip's wheel cache), then mmengine / mmdet / mmseg / timm, then this
+# package in editable mode. Idempotent: when nothing changed a second run only checks imports.
+#
+#   MMVITATTN_VENV   where the environment lives (default: ~/.cache/mmvitattn/venv-<python>)
+#   MMVITATTN_EXTRAS extra pip requirements to install as well (e.g. the test tools)
+#
+# Prints the environment's python path as its last line of output on stdout.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+base_python="${PYTHON:-python3}"
+pyver="$("$base_python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+venv="${MMVITATTN_VENV:-$HOME/.cache/mmvitattn/venv-py$pyver}"
+log() { echo "[setup] $*" >&2; }
+
+torch_pair_works() {
+    # A torch/torchvision pair is usable when torchvision's compiled ops load against that torch.
+    "$1" - <<'PY' >/dev/null 2>&1
+import torch, torchvision
+torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+PY
+}
+
+if [ ! -x "$venv/bin/python" ]; then
+    mkdir -p "$(dirname "$venv")"
+    if torch_pair_works "$base_python"; then
+        log "reusing the working torch/torchvision of $base_python"
+        "$base_python" -m venv --system-site-packages "$venv"
+    else
+        "$base_python" -m venv "$venv"
+    fi
+fi
+py="$venv/bin/python"
+pip=("$py" -m pip --disable-pip-version-check)
+
+# Everything that decides what gets installed; when unchanged and imports work, stop here.
+stamp_file="$venv/.mmvitattn-stack"
+stamp="$(cat "$repo/tools/setup_env.sh" "$repo/setup.py" "$repo/requirements"/*.txt | sha256sum | cut -c1-16) ${MMVITATTN_EXTRAS:-}"
+installed_here() {
+    (cd / && "$py" -c "import mmvitattn, os, sys; sys.exit(os.path.dirname(os.path.dirname(mmvitattn.__file__)) != sys.argv[1])" "$repo") >/dev/null 2>&1
+}
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
+        && "$py" -c "import torch, torchvision, mmcv.ops, mmdet, mmseg, timm" >/dev/null 2>&1; then
+    installed_here || "${pip[@]}" install --quiet --no-deps --no-build-isolation -e "$repo" >&2
+    log "environment up to date: $venv"
+    echo "$py"
+    exit 0
+fi
+
+log "build tools"
+"${pip[@]}" install --quiet -r "$repo/requirements/build.txt" >&2
+
+if torch_pair_works "$py"; then
+    log "keeping installed torch $("$py" -c 'import torch; print(torch.__version__)')"
+else
+    # The machine's pip may list a local CPU-only torch wheel on its find-links path; it has no
+    # matching torchvision. Ignore local pip settings for this one install so the pair comes
+    # together from the package index.
+    log "torch + torchvision (a few minutes the first time)"
+    PIP_FIND_LINKS= "${pip[@]}" install --isolated --quiet -r "$repo/requirements/torch.txt" >&2
+    torch_pair_works "$py" || { log "ERROR: torch/torchvision still do not import together"; exit 1; }
+fi
+
+if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" >/dev/null 2>&1; then
+    log "mmcv 2.1.0 with CPU ops (compiled once, ~13 min on 2 cores; cached by pip afterwards)"
+    MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-2}" \
+        "${pip[@]}" install --no-build-isolation -r "$repo/requirements/mmcv.txt" >&2
+fi
+
+log "OpenMMLab packages, timm and the rest"
+extras=()
+[ -n "${MMVITATTN_EXTRAS:-}" ] && read -r -a extras <<< "$MMVITATTN_EXTRAS"
+"${pip[@]}" install --quiet -r "$repo/requirements/runtime.txt" "${extras[@]}" >&2
+"${pip[@]}" install --quiet --no-deps --no-build-isolation -e "$repo" >&2
+
+"$py" -c "import torch, torchvision, mmcv.ops, mmdet, mmseg, timm, mmvitattn" >&2
+echo "$stamp" > "$stamp_file"
+log "environment ready: $venv"
+echo "$py"
