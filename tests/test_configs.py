@@ -26,7 +26,7 @@ def segmentation_batch(num_classes):
     from mmseg.structures import SegDataSample
     g = torch.Generator().manual_seed(0)
     inputs, samples = [], []
-    for h, w in [(128, 160), (96, 128)]:
+    for h, w in [(128, 160)] * 2:  # mmseg predicts a batch of one size only
         inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
         sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))

@@ -34,7 +34,20 @@ def allowed_globals() -> List[Any]:
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32,
                                                   np.int8, np.uint8, np.bool_)]
-    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes,
+            (history_buffer_getattr, 'builtins.getattr')]
+
+
+def history_buffer_getattr(obj, name: str):
+    """Stands in for ``getattr`` while unpickling. A pickled HistoryBuffer refers to its statistics
+    methods as ``getattr(HistoryBuffer, 'mean')``; a general ``getattr`` would reach anything
+    (e.g. ``ndarray.tofile``), so only that exact use is allowed."""
+    from mmengine.logging import HistoryBuffer
+
+    builtin_statistics = ('min', 'max', 'mean', 'current')  # registered lazily by mmengine
+    if obj is HistoryBuffer and (name in builtin_statistics or name in HistoryBuffer._statistics_methods):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'GLOBAL builtins.getattr used on {obj!r}.{name}')
 
 
 def unsafe_allowed(allow_unsafe: Optional[bool]) -> bool:

@@ -23,7 +23,7 @@ class RunsACommand:
 def mmengine_like_checkpoint():
     return {
         'meta': {'epoch': 1, 'iter': 2, 'seed': np.int64(3),
-                 'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([1.0, 0.5])},
+                 'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([1.0, 0.5], [1, 1])},
                                  'runtime_info': {'lr': np.float64(0.1), 'shape': np.arange(3)}}},
         'state_dict': {'weight': torch.arange(4.0)},
     }
