@@ -4,8 +4,8 @@
 # (built once, reused from pip's wheel cache), then mmengine / mmdet / mmseg / timm, then this
 # package in editable mode. Idempotent: when nothing changed a second run only checks imports.
 #
-#   MMVITATTN_VENV   where the environment lives (default: ~/.cache/mmvitattn/venv-<python>)
-#   MMVITATTN_EXTRAS extra pip requirements to install as well (e.g. the test tools)
+#   MMVITATTN_VENV   where the environment lives (default: ~/.cache/mmvitattn/venv-py<version>)
+#   PYTHON           the interpreter to build it from (default: python3)
 #
 # Prints the environment's python path as its last line of output on stdout.
 set -euo pipefail
@@ -38,7 +38,7 @@ pip=("$py" -m pip --disable-pip-version-check)
 
 # Everything that decides what gets installed; when unchanged and imports work, stop here.
 stamp_file="$venv/.mmvitattn-stack"
-stamp="$(cat "$repo/tools/setup_env.sh" "$repo/setup.py" "$repo/requirements"/*.txt | sha256sum | cut -c1-16) ${MMVITATTN_EXTRAS:-}"
+stamp="$(cat "$repo/tools/setup_env.sh" "$repo/setup.py" "$repo/requirements"/*.txt | sha256sum | cut -c1-16)"
 installed_here() {
     (cd / && "$py" -c "import mmvitattn, os, sys; sys.exit(os.path.dirname(os.path.dirname(mmvitattn.__file__)) != sys.argv[1])" "$repo") >/dev/null 2>&1
 }
@@ -70,10 +70,9 @@ if ! "$py" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" >/dev/
         "${pip[@]}" install --no-build-isolation -r "$repo/requirements/mmcv.txt" >&2
 fi
 
-log "OpenMMLab packages, timm and the rest"
-extras=()
-[ -n "${MMVITATTN_EXTRAS:-}" ] && read -r -a extras <<< "$MMVITATTN_EXTRAS"
-"${pip[@]}" install --quiet -r "$repo/requirements/runtime.txt" "${extras[@]}" >&2
+log "OpenMMLab packages, timm, the test tools"
+# The test tools are small; installing them always keeps one environment for demo and tests.
+"${pip[@]}" install --quiet -r "$repo/requirements/runtime.txt" -r "$repo/requirements/tests.txt" >&2
 "${pip[@]}" install --quiet --no-deps --no-build-isolation -e "$repo" >&2
 
 "$py" -c "import torch, torchvision, mmcv.ops, mmdet, mmseg, timm, mmvitattn" >&2

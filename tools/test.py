@@ -15,7 +15,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401  (registers the backbones and the safe checkpoint loader)
 from mmvitattn.utils.runtime import (config_task, enable_visualization, save_predictions,  # noqa: E402
-                                    write_json)
+                                    set_launcher, write_json)
 
 
 def parse_args(argv=None):
@@ -46,7 +46,7 @@ def build_config(args) -> Config:
         if not osp.isfile(path):
             raise SystemExit(f'{what} not found: {path}')
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    set_launcher(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:

@@ -15,7 +15,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401  (registers the backbones and the safe checkpoint loader)
-from mmvitattn.utils.runtime import use_amp  # noqa: E402
+from mmvitattn.utils.runtime import set_launcher, use_amp  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,7 +43,7 @@ def build_config(args) -> Config:
     if not osp.isfile(args.config):
         raise SystemExit(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    set_launcher(cfg, args.launcher)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:

@@ -11,7 +11,8 @@ model = dict(
         type='mmvitattn.InLinePVT',
         arch='t',
         drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3)),
+        out_indices=(0, 1, 2, 3),
+        out_norm=True),
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320))
 

@@ -38,6 +38,8 @@ class PVT(BackboneBase):
         overlap_patch_embed: PVTv2-style overlapping patch embedding instead of PVTv1's.
         mlp_dwconv: PVTv2-style depthwise conv inside the MLP.
         use_pos_embed: absolute position embeddings (trained at ``pretrain_img_size``, resized).
+        out_norm: a LayerNorm (``out_norm{i}``) on every returned map. The released models have
+            none; dense-prediction heads train more stably with them (as mmdet's PVT and Swin).
         num_classes: > 0 adds a classification head on the pooled last stage (ImageNet models).
         out_indices, frozen_stages, norm_eval, with_cp, drop_path_rate: the usual backbone options.
     """
@@ -52,7 +54,8 @@ class PVT(BackboneBase):
                  sr_ratios: Sequence[int] = (8, 4, 2, 1), qkv_bias: bool = True, in_channels: int = 3,
                  overlap_patch_embed: bool = False, mlp_dwconv: bool = False, use_pos_embed: bool = True,
                  pretrain_img_size: int = 224, drop_path_rate: float = 0.0,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), num_classes: int = 0, frozen_stages: int = -1,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = False, num_classes: int = 0,
+                 frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
@@ -101,6 +104,10 @@ class PVT(BackboneBase):
                       drop_path=dpr[start + j], mlp_dwconv=mlp_dwconv, attn_cfg=cfg)
                 for j in range(depths[i])
             ]))
+        self.out_norm = out_norm
+        if out_norm:
+            for i in self.out_indices:
+                setattr(self, f'out_norm{i + 1}', nn.LayerNorm(embed_dims[i]))
         self.num_classes = num_classes
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else None
         self._init_default_weights()
@@ -126,12 +133,14 @@ class PVT(BackboneBase):
 
     def stage_modules(self, index: int):
         items = [getattr(self, f'patch_embed{index + 1}'), getattr(self, f'block{index + 1}')]
+        if self.out_norm and index in self.out_indices:
+            items.append(getattr(self, f'out_norm{index + 1}'))
         if self.use_pos_embed:
             items.append(getattr(self, f'pos_embed{index + 1}'))
         return items
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """Yield the NCHW map of every stage, in order."""
+        """Yield (stage input for the next stage, NCHW map to return) for every stage, in order."""
         if x.dim() != 4:
             raise ValueError(f'PVT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
         for i in range(self.num_stages):
@@ -140,19 +149,25 @@ class PVT(BackboneBase):
                 tokens = tokens + resize_pos_embed(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], hw)
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
+            out = tokens
+            if self.out_norm and i in self.out_indices:
+                out = getattr(self, f'out_norm{i + 1}')(tokens)  # on the output only, not the next stage
             if token_pad is not None:
                 # Padded positions leave each stage as zeros, exactly what the next stage's
                 # patch embedding sees as zero padding when the image runs alone.
-                tokens = tokens.masked_fill(token_pad.unsqueeze(-1), 0)
+                keep = ~token_pad.unsqueeze(-1)
+                tokens, out = tokens * keep, out * keep
+                pad_mask = token_pad.reshape(-1, *hw)
             x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
-            pad_mask = None if token_pad is None else token_pad.reshape(-1, *hw)
-            yield x
+            # A plain reshape would hand out a channels-last view; mmcv's CPU RoIAlign (and other
+            # ops that assume NCHW memory) silently read such tensors wrongly.
+            yield x, out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps."""
         last = max(self.out_indices)
         outs = []
-        for i, feat in enumerate(self.forward_stages(x, pad_mask)):
+        for i, (_, feat) in enumerate(self.forward_stages(x, pad_mask)):
             if i in self.out_indices:
                 outs.append(feat)
             if i == last:
@@ -163,7 +178,7 @@ class PVT(BackboneBase):
         """ImageNet-style logits: mean-pooled last stage -> head."""
         if self.head is None:
             raise RuntimeError('this PVT was built with num_classes=0 and has no classification head')
-        *_, last = self.forward_stages(x)
+        *_, (last, _) = self.forward_stages(x)
         return self.head(last.mean(dim=(2, 3)))
 
 

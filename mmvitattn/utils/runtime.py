@@ -15,6 +15,14 @@ def config_task(cfg: Config) -> str:
     return TASKS[scope]
 
 
+def set_launcher(cfg: Config, launcher: str) -> None:
+    """Record the launcher; distributed runs without a GPU use the gloo backend (nccl needs CUDA)."""
+    import torch
+    cfg.launcher = launcher
+    if launcher != 'none' and not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
 def use_amp(cfg: Config) -> None:
     """Switch the optimizer wrapper to mixed precision; mmengine's AmpOptimWrapper needs a GPU."""
     import torch

@@ -113,3 +113,16 @@ def test_classifier_head():
 def test_bad_configuration_fails_at_build_time_naming_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PVT(**kwargs)
+
+
+def test_outputs_are_contiguous_nchw_for_ops_that_assume_it():
+    """mmcv's CPU RoIAlign misreads channels-last memory; a backbone handing out such views
+    silently breaks Mask R-CNN's RoI heads while the RPN still trains."""
+    from mmcv.ops import RoIAlign
+    model = InLinePVT(arch=None, depths=(1, 1, 1, 1), out_norm=True)
+    feats = model(torch.randn(2, 3, 64, 96))
+    assert all(f.is_contiguous() for f in feats)
+    rois = torch.tensor([[0, 4.0, 4.0, 40.0, 30.0], [1, 10.0, 0.0, 60.0, 50.0]])
+    align = RoIAlign((7, 7), spatial_scale=0.25, sampling_ratio=2)
+    reference = align(feats[0].detach().clone(memory_format=torch.contiguous_format), rois)
+    torch.testing.assert_close(align(feats[0].detach(), rois), reference)
