@@ -1,3 +1,9 @@
+"""Backbone families; each is one class taking its attention per stage/block from the config."""
+from .cswin import CSwin, InLineCSwin, SoftmaxCSwin
 from .pvt import PVT, ArmourPVT, CastlingPVT, InLinePVT, SoftmaxPVT
+from .vit import ArmourViT, CastlingViT, InLineViT, SoftmaxViT, ViT
 
-__all__ = ['PVT', 'InLinePVT', 'CastlingPVT', 'ArmourPVT', 'SoftmaxPVT']
+__all__ = [
+    'PVT', 'InLinePVT', 'CastlingPVT', 'ArmourPVT', 'SoftmaxPVT', 'ViT', 'InLineViT', 'CastlingViT', 'ArmourViT',
+    'SoftmaxViT', 'CSwin', 'InLineCSwin', 'SoftmaxCSwin'
+]

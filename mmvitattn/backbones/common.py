@@ -40,12 +40,13 @@ class Block(nn.Module):
     """Pre-norm transformer block whose token mixer is any registered attention."""
 
     def __init__(self, dim: int, num_heads: int, attention: str, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, mlp_dwconv: bool = False, attn_cfg: Optional[dict] = None):
+                 drop_path: float = 0.0, mlp_dwconv: bool = False, attn_cfg: Optional[dict] = None,
+                 norm_eps: float = 1e-5):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = build_attention(attention, dim, num_heads, **(attn_cfg or {}))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dwconv=mlp_dwconv)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
@@ -55,10 +56,11 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Strided conv + LayerNorm. ``overlap=False``: kernel = stride (input padded up to a multiple
-    of the stride); ``overlap=True``: kernel 2*stride-1 with padding (PVTv2 style)."""
+    """Strided conv + LayerNorm (``norm=False``: conv only, as DeiT). ``overlap=False``: kernel =
+    stride (input padded up to a multiple of the stride); ``overlap=True``: kernel 2*stride-1 with
+    padding (PVTv2 style)."""
 
-    def __init__(self, in_chans: int, dim: int, stride: int, overlap: bool = False):
+    def __init__(self, in_chans: int, dim: int, stride: int, overlap: bool = False, norm: bool = True):
         super().__init__()
         self.stride = stride
         self.overlap = overlap
@@ -67,7 +69,7 @@ class PatchEmbed(nn.Module):
             self.proj = nn.Conv2d(in_chans, dim, k, stride=stride, padding=k // 2)
         else:
             self.proj = nn.Conv2d(in_chans, dim, stride, stride=stride)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """(B, C, H, W) [+ (B, H, W) pixel padding mask] -> tokens (B, N, dim), (h, w), token mask."""
@@ -94,14 +96,24 @@ def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Tuple[int, int]) -
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
-                     num_prefix: int = 0) -> torch.Tensor:
-    """Bicubic resize of a (1, prefix + h*w, C) position embedding from grid src_hw to dst_hw."""
-    if tuple(src_hw) == tuple(dst_hw):
+                     num_prefix: int = 0, mode: str = 'bicubic', antialias: bool = True) -> torch.Tensor:
+    """Resize the grid part of a (1, prefix + h*w, C) position embedding from ``src_hw`` to
+    ``dst_hw``; prefix (cls) entries are kept. The defaults (bicubic, antialias on) are timm's,
+    which matters even when upsampling: antialiased bicubic uses a different kernel (a = -0.5)
+    from the plain one (a = -0.75)."""
+    src_hw, dst_hw = tuple(src_hw), tuple(dst_hw)
+    if src_hw == dst_hw:
         return pos_embed
+    if pos_embed.shape[1] != num_prefix + src_hw[0] * src_hw[1]:
+        raise ValueError(f'position embedding with {pos_embed.shape[1]} entries does not match '
+                         f'{num_prefix} prefix tokens + a {src_hw[0]}x{src_hw[1]} grid')
     prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     c = grid.shape[-1]
-    grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(dst_hw), mode='bicubic', align_corners=False)
+    grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2).float()
+    if mode == 'nearest':
+        grid = F.interpolate(grid, size=dst_hw, mode=mode)
+    else:
+        grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False, antialias=antialias)
     grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, -1, c)
     return torch.cat([prefix, grid], dim=1)
 
