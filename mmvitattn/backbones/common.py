@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
 from timm.layers import DropPath
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -116,6 +117,19 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: T
         grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False, antialias=antialias)
     grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, -1, c)
     return torch.cat([prefix, grid], dim=1)
+
+
+def init_transformer_weights(model: nn.Module) -> None:
+    """The released models' initialisation: truncated-normal (std 0.02) linears with zero bias,
+    unit LayerNorms; other layers keep their own defaults unless a family sets them."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def per_stage(value, num_stages: int, name: str) -> tuple:

@@ -32,14 +32,14 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model.weight_init import trunc_normal_
 from timm.layers import DropPath
 from torch import nn
 
 from ..attention import ATTENTIONS, build_attention
 from ..attention.base import check_heads
 from ..registry import MODELS
-from .common import BackboneBase, Mlp, check_out_indices, downsample_pad_mask, per_stage
+from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
+                     per_stage)
 
 # Sizes of the original CSWin Transformer (softmax): CSWin-T/S/B.
 CSWIN_ARCHS = {
@@ -402,14 +402,7 @@ class CSwin(BackboneBase):
 
     def _init_default_weights(self):
         # As the released code: truncated-normal linears, unit LayerNorms, PyTorch's default convs.
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
 
     def stage_modules(self, index: int):
         items = [self.stage1_conv_embed if index == 0 else getattr(self, f'merge{index}'),

@@ -1,20 +1,23 @@
 """PVT-family hierarchical backbone with the token mixer chosen per stage.
 
 Four stages; stage i embeds patches (stride 4, then 2), adds an optional absolute position
-embedding resized to the run-time grid, and runs ``depths[i]`` blocks. Attribute names follow the
-released PVT/InLine-PVT checkpoints (``patch_embed{i}``, ``pos_embed{i}``, ``block{i}``) so their
-weights load without renaming. "InLine-PVT-T" and "Castling-PVT-S" are configurations of one class.
+embedding resized to the run-time grid, runs ``depths[i]`` blocks and (PVTv2) normalises the tokens
+it hands on. Attribute names follow the released PVT/InLine-PVT and PVTv2 checkpoints
+(``patch_embed{i}``, ``pos_embed{i}``, ``block{i}``, ``norm{i}``) so their weights load without
+renaming; timm's ``pvt_v2_*`` layout is converted by :func:`convert_timm_pvt_v2`. "InLine-PVT-T",
+"Castling-PVT-S" and "PVTv2-B2" are configurations of one class.
 """
 import math
-from typing import Optional, Sequence, Union
+import re
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..registry import MODELS
-from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, per_stage,
-                     resize_pos_embed)
+from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
+                     per_stage, resize_pos_embed)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -23,13 +26,30 @@ PVT_ARCHS = {
     'm': dict(depths=(3, 4, 18, 3)),
     'l': dict(depths=(3, 8, 27, 3)),
 }
-PVT_DEFAULTS = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
+PVT_DEFAULTS = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4),
+                    sr_ratios=(8, 4, 2, 1))
+
+# PVTv2 (Wang et al. 2022, Table 1; timm ``pvt_v2_b*``): head dim 32 (b0) or 64, MLP ratios 8,8,4,4
+# except b5 (4,4,4,4), spatial reduction 8,4,2,1 (the 'li' linear-SRA variant is not covered).
+PVT_V2_ARCHS = {
+    'b0': dict(depths=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256)),
+    'b1': dict(depths=(2, 2, 2, 2)),
+    'b2': dict(depths=(3, 4, 6, 3)),
+    'b3': dict(depths=(3, 4, 18, 3)),
+    'b4': dict(depths=(3, 8, 27, 3)),
+    'b5': dict(depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
+}
+PVT_V2_DEFAULTS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
+                       sr_ratios=(8, 4, 2, 1))
 
 
 @MODELS.register_module()
 class PVT(BackboneBase):
     """Args:
-        arch: 't', 's', 'm' or 'l' (the released depths) or None to give ``depths`` yourself.
+        arch: a key of ``archs`` ('t', 's', 'm' or 'l': the released InLine-PVT depths; PVTv2:
+            'b0'..'b5'), or None to give ``depths`` yourself. Explicit ``depths``, ``embed_dims``,
+            ``num_heads``, ``mlp_ratios`` and ``sr_ratios`` override the arch's values; what neither
+            gives comes from ``arch_defaults``.
         attention: registered attention name for every stage, or one per stage
             (e.g. ``('inline',) * 4`` or ``('sra', 'sra', 'inline', 'inline')``).
         attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one
@@ -38,32 +58,45 @@ class PVT(BackboneBase):
         overlap_patch_embed: PVTv2-style overlapping patch embedding instead of PVTv1's.
         mlp_dwconv: PVTv2-style depthwise conv inside the MLP.
         use_pos_embed: absolute position embeddings (trained at ``pretrain_img_size``, resized).
+        stage_norm: PVTv2-style LayerNorm (``norm{i}``) at the end of every stage: applied to the
+            tokens that leave the stage, i.e. both to the returned map and to the next stage's input.
+        norm_eps: epsilon of the blocks' and stage norms' LayerNorms (PVTv2: 1e-6). The patch
+            embeddings' and spatial reductions' LayerNorms keep 1e-5, as in PVTv2.
         out_norm: a LayerNorm (``out_norm{i}``) on every returned map. The released models have
             none; dense-prediction heads train more stably with them (as mmdet's PVT and Swin).
+            With ``stage_norm`` it comes on top of the stage norm.
         num_classes: > 0 adds a classification head on the pooled last stage (ImageNet models).
         out_indices, frozen_stages, norm_eval, with_cp, drop_path_rate: the usual backbone options.
     """
     default_attention: Optional[str] = None
     num_stages = 4
+    family = 'PVT'
+    archs = PVT_ARCHS
+    arch_defaults = PVT_DEFAULTS
 
     def __init__(self, arch: Optional[str] = 't', attention: Union[str, Sequence[str], None] = None,
                  attn_cfgs: Union[dict, Sequence[dict], None] = None, depths: Optional[Sequence[int]] = None,
-                 embed_dims: Sequence[int] = PVT_DEFAULTS['embed_dims'],
-                 num_heads: Sequence[int] = PVT_DEFAULTS['num_heads'],
-                 mlp_ratios: Sequence[float] = PVT_DEFAULTS['mlp_ratios'],
-                 sr_ratios: Sequence[int] = (8, 4, 2, 1), qkv_bias: bool = True, in_channels: int = 3,
+                 embed_dims: Optional[Sequence[int]] = None, num_heads: Optional[Sequence[int]] = None,
+                 mlp_ratios: Optional[Sequence[float]] = None, sr_ratios: Optional[Sequence[int]] = None,
+                 qkv_bias: bool = True, in_channels: int = 3,
                  overlap_patch_embed: bool = False, mlp_dwconv: bool = False, use_pos_embed: bool = True,
+                 stage_norm: bool = False, norm_eps: float = 1e-5,
                  pretrain_img_size: int = 224, drop_path_rate: float = 0.0,
                  out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = False, num_classes: int = 0,
                  frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
-        if depths is None:
-            if arch not in PVT_ARCHS:
-                raise ValueError(f'unknown PVT arch {arch!r}; expected one of {sorted(PVT_ARCHS)} '
+        spec = dict(self.arch_defaults)
+        if arch is not None or depths is None:
+            if arch not in self.archs:
+                raise ValueError(f'unknown {self.family} arch {arch!r}; expected one of {sorted(self.archs)} '
                                  'or arch=None with explicit depths')
-            depths = PVT_ARCHS[arch]['depths']
+            spec.update(self.archs[arch])
+        given = dict(depths=depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
+                     sr_ratios=sr_ratios)
+        spec.update({k: v for k, v in given.items() if v is not None})
+        depths, embed_dims, num_heads, mlp_ratios, sr_ratios = (spec[k] for k in given)
         n = self.num_stages
         depths = per_stage(depths, n, 'depths')
         embed_dims = per_stage(embed_dims, n, 'embed_dims')
@@ -80,6 +113,7 @@ class PVT(BackboneBase):
         self.embed_dims = embed_dims
         self.attention = attention
         self.use_pos_embed = use_pos_embed
+        self.stage_norm = stage_norm
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         grid = pretrain_img_size // 4
@@ -101,9 +135,11 @@ class PVT(BackboneBase):
             start = sum(depths[:i])
             setattr(self, f'block{i + 1}', nn.ModuleList([
                 Block(embed_dims[i], num_heads[i], attention[i], mlp_ratio=mlp_ratios[i],
-                      drop_path=dpr[start + j], mlp_dwconv=mlp_dwconv, attn_cfg=cfg)
+                      drop_path=dpr[start + j], mlp_dwconv=mlp_dwconv, attn_cfg=cfg, norm_eps=norm_eps)
                 for j in range(depths[i])
             ]))
+            if stage_norm:
+                setattr(self, f'norm{i + 1}', nn.LayerNorm(embed_dims[i], eps=norm_eps))
         self.out_norm = out_norm
         if out_norm:
             for i in self.out_indices:
@@ -114,15 +150,9 @@ class PVT(BackboneBase):
         self._freeze_stages()
 
     def _init_default_weights(self):
+        init_transformer_weights(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
                 if m.bias is not None:
@@ -131,8 +161,44 @@ class PVT(BackboneBase):
             for i in range(self.num_stages):
                 trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=0.02)
 
+    def init_weights(self):
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = False):
+        """Load a checkpoint (path, URL or state dict) in our/the official layout or timm's
+        ``pvt_v2_*`` layout (converted by :func:`convert_timm_pvt_v2`; ``.safetensors`` files as
+        timm publishes them are read too). ``head`` is skipped when this model has none or another
+        class count. Returns ``(missing, unexpected)`` key lists (also logged)."""
+        from mmengine.logging import print_log
+        if isinstance(checkpoint, str):
+            if checkpoint.endswith('.safetensors'):
+                from safetensors.torch import load_file
+                checkpoint = load_file(checkpoint, device='cpu')
+            else:
+                from mmengine.runner.checkpoint import CheckpointLoader
+                checkpoint = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        for name in ('state_dict', 'model', 'module'):
+            if isinstance(checkpoint.get(name), dict):
+                checkpoint = checkpoint[name]
+        state_dict = {(k[7:] if k.startswith('module.') else k): v for k, v in checkpoint.items()}
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        state_dict = convert_timm_pvt_v2(state_dict, model=self)
+        result = self.load_state_dict(state_dict, strict=strict)
+        print_log(f'{type(self).__name__}: loaded checkpoint; missing keys: {result.missing_keys}, '
+                  f'unexpected keys: {result.unexpected_keys}', logger='current')
+        return result.missing_keys, result.unexpected_keys
+
     def stage_modules(self, index: int):
         items = [getattr(self, f'patch_embed{index + 1}'), getattr(self, f'block{index + 1}')]
+        if self.stage_norm:
+            items.append(getattr(self, f'norm{index + 1}'))
         if self.out_norm and index in self.out_indices:
             items.append(getattr(self, f'out_norm{index + 1}'))
         if self.use_pos_embed:
@@ -149,6 +215,8 @@ class PVT(BackboneBase):
                 tokens = tokens + resize_pos_embed(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], hw)
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
+            if self.stage_norm:
+                tokens = getattr(self, f'norm{i + 1}')(tokens)  # feeds the next stage too (PVTv2)
             out = tokens
             if self.out_norm and i in self.out_indices:
                 out = getattr(self, f'out_norm{i + 1}')(tokens)  # on the output only, not the next stage
@@ -204,3 +272,51 @@ class ArmourPVT(PVT):
 class SoftmaxPVT(PVT):
     """PVT trunk with softmax spatial-reduction attention (PVTv1's SRA): the softmax baseline."""
     default_attention = 'sra'
+
+
+@MODELS.register_module()
+class PVTv2(PVT):
+    """PVTv2 (Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer"): overlapping
+    patch embeddings (7x7/4, then 3x3/2), a 3x3 depthwise conv in every MLP, no position
+    embeddings, a LayerNorm ending every stage, LayerNorm eps 1e-6, and softmax spatial-reduction
+    attention by default (``attention`` swaps the mixer, e.g. ``'inline'``). ``arch`` 'b0'..'b5';
+    with ``attention='sra'`` it computes exactly timm's ``pvt_v2_b*`` (load those weights with
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` or :func:`convert_timm_pvt_v2`)."""
+    default_attention = 'sra'
+    family = 'PVTv2'
+    archs = PVT_V2_ARCHS
+    arch_defaults = PVT_V2_DEFAULTS
+
+    def __init__(self, arch: Optional[str] = 'b0', overlap_patch_embed: bool = True, mlp_dwconv: bool = True,
+                 use_pos_embed: bool = False, stage_norm: bool = True, norm_eps: float = 1e-6, **kwargs):
+        super().__init__(arch=arch, overlap_patch_embed=overlap_patch_embed, mlp_dwconv=mlp_dwconv,
+                         use_pos_embed=use_pos_embed, stage_norm=stage_norm, norm_eps=norm_eps, **kwargs)
+
+
+def convert_timm_pvt_v2(state_dict: Dict[str, torch.Tensor],
+                        model: Optional[PVT] = None) -> Dict[str, torch.Tensor]:
+    """A timm ``pvt_v2_*`` state dict -> this module's layout (= the official PVTv2 one, except the
+    MLP's depthwise conv, which is ``mlp.dwconv`` here and in timm but ``mlp.dwconv.dwconv`` in the
+    official release; official checkpoints are accepted too and our own layout passes unchanged).
+
+    timm -> ours: ``patch_embed.*`` -> ``patch_embed1.*``, ``stages.{i}.downsample.*`` ->
+    ``patch_embed{i+1}.*``, ``stages.{i}.blocks.{j}.*`` -> ``block{i+1}.{j}.*``, ``stages.{i}.norm.*``
+    -> ``norm{i+1}.*``. ``head.*`` is kept only when ``model`` is given and has a head of the same
+    shape (a backbone without a classifier has none).
+    """
+    patterns = [
+        (r'^patch_embed\.', 'patch_embed1.'),
+        (r'^stages\.(\d+)\.downsample\.', lambda m: f'patch_embed{int(m.group(1)) + 1}.'),
+        (r'^stages\.(\d+)\.blocks\.(\d+)\.', lambda m: f'block{int(m.group(1)) + 1}.{m.group(2)}.'),
+        (r'^stages\.(\d+)\.norm\.', lambda m: f'norm{int(m.group(1)) + 1}.'),
+        (r'\.mlp\.dwconv\.dwconv\.', '.mlp.dwconv.'),
+    ]
+    own = model.state_dict() if model is not None else {}
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in patterns:
+            key = re.sub(pattern, repl, key)
+        if key.startswith('head.') and (key not in own or own[key].shape != value.shape):
+            continue
+        out[key] = value
+    return out

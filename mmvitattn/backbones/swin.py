@@ -39,7 +39,8 @@ from torch import nn
 from ..attention import ATTENTIONS
 from ..attention.base import TokenMixer, check_tokens, register_attention
 from ..registry import MODELS
-from .common import BackboneBase, Block, PatchEmbed, check_out_indices, per_stage
+from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
+                     per_stage)
 
 # Logit added between tokens of different shift regions. The official code uses -100 (not -inf),
 # so a fully masked row can never produce NaN; kept for bit-compatibility with its checkpoints.
@@ -488,14 +489,7 @@ class Swin(BackboneBase):
 
     def _init_default_weights(self):
         """The official initialisation: truncated-normal linears, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
 
     # ---------------------------------------------------------------- checkpoints
     def init_weights(self):

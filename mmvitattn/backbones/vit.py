@@ -30,7 +30,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..registry import MODELS
-from .common import BackboneBase, Block, PatchEmbed, resize_pos_embed
+from .common import BackboneBase, Block, PatchEmbed, init_transformer_weights, resize_pos_embed
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -302,14 +302,7 @@ class ViT(BackboneBase):
         return out_channels
 
     def _init_default_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
         if self.pyramid is not None:
             for m in self.pyramid.modules():
                 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
