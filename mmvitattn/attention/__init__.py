@@ -4,9 +4,10 @@ from .base import ATTENTIONS, QKVMixer, TokenMixer, build_attention, register_at
 from .castling import CastlingAttention
 from .inline import InLineAttention
 from .softmax import SoftmaxAttention, SpatialReductionAttention
+from .window import ShiftedWindowAttention
 
 __all__ = [
     'ATTENTIONS', 'TokenMixer', 'QKVMixer', 'build_attention', 'register_attention',
     'ArmourAttention', 'CastlingAttention', 'InLineAttention', 'SoftmaxAttention',
-    'SpatialReductionAttention'
+    'SpatialReductionAttention', 'ShiftedWindowAttention'
 ]

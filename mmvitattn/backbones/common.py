@@ -132,13 +132,14 @@ def init_transformer_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def per_stage(value, num_stages: int, name: str) -> tuple:
-    """Expand a scalar to one value per stage, or check a sequence has exactly one per stage."""
+def per_stage(value, num_stages: int, name: str, unit: str = 'stage') -> tuple:
+    """Expand a scalar to one value per stage (or ``unit``), or check a sequence has exactly one
+    per stage."""
     if isinstance(value, (str, int, float)) or value is None or isinstance(value, dict):
         return (value, ) * num_stages
     value = tuple(value)
     if len(value) != num_stages:
-        raise ValueError(f'{name} needs one entry per stage ({num_stages}), got {len(value)}: {value!r}')
+        raise ValueError(f'{name} needs one entry per {unit} ({num_stages}), got {len(value)}: {value!r}')
     return value
 
 
@@ -183,6 +184,23 @@ class BackboneBase(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+    def select_outputs(self, stage_maps) -> tuple:
+        """The maps of ``out_indices`` from an iterator over every stage's map; stages after the
+        last one asked for are not computed."""
+        last = max(self.out_indices)
+        outs = []
+        for i, feat in enumerate(stage_maps):
+            if i in self.out_indices:
+                outs.append(feat)
+            if i == last:
+                break
+        return tuple(outs)
+
+    def check_head(self) -> None:
+        if getattr(self, 'head', None) is None:
+            raise RuntimeError(f'this {type(self).__name__} was built with num_classes=0 and has no '
+                               'classification head')
 
     def run_block(self, block: nn.Module, x: torch.Tensor, hw, pad_mask):
         if self.with_cp and x.requires_grad:

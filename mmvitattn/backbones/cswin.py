@@ -446,20 +446,11 @@ class CSwin(BackboneBase):
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps
         at strides 4, 8, 16, 32 (sizes ceil(H/s) x ceil(W/s))."""
-        last = max(self.out_indices)
-        outs = []
-        for i, (_, feat) in enumerate(self.forward_stages(x, pad_mask)):
-            if i in self.out_indices:
-                outs.append(feat)
-            if i == last:
-                break
-        return tuple(outs)
+        return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: last stage -> ``norm`` -> token mean -> ``head``."""
-        if self.head is None:
-            raise RuntimeError(f'this {type(self).__name__} was built with num_classes=0 and has no '
-                               'classification head')
+        self.check_head()
         *_, (tokens, _) = self.forward_stages(x)
         return self.head(self.norm(tokens).mean(dim=1))
 

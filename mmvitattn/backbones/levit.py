@@ -637,8 +637,7 @@ class LeViT(BackboneBase):
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: token mean of the last stage -> head (averaged with head_dist if present)."""
-        if self.head is None:
-            raise RuntimeError('this LeViT was built with num_classes=0 and has no classification head')
+        self.check_head()
         tokens, _, _ = self.forward_levels(x)
         pooled = tokens.mean(dim=1)
         logits = self.head(pooled)

@@ -233,19 +233,11 @@ class PVT(BackboneBase):
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps."""
-        last = max(self.out_indices)
-        outs = []
-        for i, (_, feat) in enumerate(self.forward_stages(x, pad_mask)):
-            if i in self.out_indices:
-                outs.append(feat)
-            if i == last:
-                break
-        return tuple(outs)
+        return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: mean-pooled last stage -> head."""
-        if self.head is None:
-            raise RuntimeError('this PVT was built with num_classes=0 and has no classification head')
+        self.check_head()
         *_, (last, _) = self.forward_stages(x)
         return self.head(last.mean(dim=(2, 3)))
 

@@ -30,7 +30,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..registry import MODELS
-from .common import BackboneBase, Block, PatchEmbed, init_transformer_weights, resize_pos_embed
+from .common import BackboneBase, Block, PatchEmbed, init_transformer_weights, per_stage, resize_pos_embed
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -71,16 +71,6 @@ def build_rescale(scale: float, in_channels: int, out_channels: int) -> nn.Modul
         # ceil_mode: an odd stride-p map still gives the ceil(h / 2) rows FPN expects.
         return nn.Sequential(nn.MaxPool2d(2, stride=2, ceil_mode=True), *width)
     raise ValueError(f'unsupported rescale factor {scale}')
-
-
-def per_block(value, depth: int, name: str) -> tuple:
-    """One value for every block, or check a sequence has exactly one per block."""
-    if value is None or isinstance(value, (str, dict, int, float)):
-        return (value, ) * depth
-    value = tuple(value)
-    if len(value) != depth:
-        raise ValueError(f'{name} needs one entry per block ({depth}), got {len(value)}: {value!r}')
-    return value
 
 
 @MODELS.register_module()
@@ -169,10 +159,10 @@ class ViT(BackboneBase):
             raise ValueError(f'unknown interpolate_mode {interpolate_mode!r}; expected one of {INTERPOLATE_MODES}')
         if interpolate_mode == 'nearest' and interpolate_antialias:
             raise ValueError("interpolate_antialias=True needs interpolate_mode 'bicubic' or 'bilinear'")
-        attention = per_block(attention if attention is not None else self.default_attention, depth, 'attention')
+        attention = per_stage(attention if attention is not None else self.default_attention, depth, 'attention', 'block')
         if None in attention:
             raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per block')
-        attn_cfgs = per_block(attn_cfgs, depth, 'attn_cfgs')
+        attn_cfgs = per_stage(attn_cfgs, depth, 'attn_cfgs', 'block')
         if not -1 <= frozen_stages <= depth:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{depth} '
                              '(0 = patch embedding, k = embedding + first k blocks)')
@@ -283,8 +273,8 @@ class ViT(BackboneBase):
     @staticmethod
     def _check_out_channels(out_type, out_channels, num_outputs, embed_dim) -> Tuple[int, ...]:
         if out_type == 'featmap':
-            if out_channels is not None and any(c != embed_dim for c in per_block(out_channels, num_outputs,
-                                                                                  'out_channels')):
+            widths = per_stage(out_channels, num_outputs, 'out_channels', 'output')
+            if out_channels is not None and any(c != embed_dim for c in widths):
                 raise ValueError(f"out_type='featmap' returns the {embed_dim}-wide maps unchanged; "
                                  f'out_channels={out_channels!r} needs a pyramid out_type')
             return (embed_dim, ) * num_outputs
@@ -398,8 +388,7 @@ class ViT(BackboneBase):
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits from the (normed) cls token, or the token mean without one."""
-        if self.head is None:
-            raise RuntimeError('this ViT was built with num_classes=0 and has no classification head')
+        self.check_head()
         tokens = self.forward_features(x)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
         return self.head(pooled)
