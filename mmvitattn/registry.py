@@ -1,14 +1,13 @@
-"""The package's model registry.
+"""The package's registries.
 
-A child of mmengine's root MODELS registry with its own scope, so a config written under mmdet's
-or mmseg's default scope can say ``type='mmvitattn.InLinePVT'``. ``locations`` lets the registry
-import the modules that register models the first time it is asked for one.
+Children of mmengine's root registries with their own scope, so a config written under mmdet's
+or mmseg's default scope can say ``type='mmvitattn.InLinePVT'`` (models) or
+``type='mmvitattn.CastlingAuxScheduleHook'`` (hooks). ``locations`` lets a registry import the
+modules that register into it the first time it is asked for an entry.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry(
-    'model',
-    parent=MMENGINE_MODELS,
-    scope='mmvitattn',
-    locations=['mmvitattn.backbones'])
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn', locations=['mmvitattn.backbones'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitattn', locations=['mmvitattn.engine'])

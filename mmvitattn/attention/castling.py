@@ -8,6 +8,19 @@ Similarity 1 - arccos(q^.k^)/pi ~= 1/2 + q^.k^/pi, q^ and k^ unit vectors, kept 
 ``constant_term='sum'`` uses the kernel expansion's 0.5 * sum_j v_j instead (an option, not the
 release). The auxiliary branch has no parameters, so a model trained with it loads unchanged into
 the linear-only inference model; with the branch off no N x N tensor is ever built.
+
+The auxiliary branch (this project's choice; the paper only says the masks are "regularized to
+gradually become zeros") is driven by three attributes, set per iteration by
+:class:`mmvitattn.engine.CastlingAuxScheduleHook`:
+
+- ``aux_coef``: weight of S v, annealed to 0; at 0 (and always in eval mode) the branch is skipped.
+- ``aux_threshold``: tau of the mask [A > tau].
+- ``aux_l1_weight``: an L1 sparsity penalty on the masked weights S, applied as a gradient only
+  (the detector's loss dict is untouched). The penalty is
+  ``aux_l1_weight * mean over (image, head, real query i) of ||S_i||_1``, i.e. the sum of |S| over
+  real query rows divided by the number of such rows (heads x real tokens of the batch); every row
+  of S sums to at most 1, so the penalty is at most ``aux_l1_weight`` whatever the resolution.
+  Padded query rows take no part. Its value is recorded in ``last_aux_l1`` (a float).
 """
 import math
 from typing import Optional, Tuple
@@ -41,7 +54,10 @@ class CastlingAttention(QKVMixer):
         self.aux_coef = 1.0
         self.aux_threshold = aux_threshold
         self.aux_chunk = aux_chunk
+        self.aux_l1_weight = 0.0
+        # Statistics of the last forward that ran the branch (plain floats, no graph kept).
         self.last_mask_density: Optional[float] = None
+        self.last_aux_l1: Optional[float] = None
 
     @property
     def aux_active(self) -> bool:
@@ -67,17 +83,58 @@ class CastlingAttention(QKVMixer):
         return self.output(self.merge_heads(y))
 
     def masked_softmax(self, q, k, v, pad_mask):
-        """sum_j A_ij [A_ij > tau] v_j, with A = softmax(s q k^T) over real keys, in query chunks."""
+        """sum_j S_ij v_j with S = A * [A > tau], A = softmax(s q k^T) over real keys, computed
+        ``aux_chunk`` queries at a time (at most chunk x N weights per image and head exist at
+        once). With ``aux_l1_weight`` > 0, S passes through :class:`L1PenaltyGrad`."""
         key_mask = sdpa_mask(pad_mask)  # (B, 1, 1, N) or None
-        outs, kept, total = [], 0, 0
+        l1_weight = float(self.aux_l1_weight)
+        if l1_weight < 0:
+            raise ValueError(f'aux_l1_weight must be >= 0, got {self.aux_l1_weight!r}')
+        query_keep = None if pad_mask is None else (~pad_mask).to(q.dtype)[:, None, :, None]
+        if l1_weight > 0:
+            rows = (q.shape[0] * q.shape[2] if pad_mask is None else (~pad_mask).sum()) * q.shape[1]
+            l1_scale = l1_weight / torch.as_tensor(rows, dtype=q.dtype, device=q.device).clamp_min(1)
+            l1_sum = q.new_zeros(())
+        outs = []
+        kept = torch.zeros((), dtype=torch.long, device=q.device)
+        total = 0
         for start in range(0, q.shape[2], self.aux_chunk):
-            logits = (q[:, :, start:start + self.aux_chunk] * self.scale) @ k.transpose(-2, -1)
+            stop = start + self.aux_chunk
+            logits = (q[:, :, start:stop] * self.scale) @ k.transpose(-2, -1)
             if key_mask is not None:
                 logits = logits.masked_fill(~key_mask, float('-inf'))
             attn = logits.softmax(dim=-1)
             mask = attn > self.aux_threshold
-            outs.append((attn * mask) @ v)
-            kept += int(mask.sum())
+            weights = attn * mask
+            if l1_weight > 0:
+                keep = None if query_keep is None else query_keep[:, :, start:stop]
+                with torch.no_grad():
+                    l1_sum += (weights.abs() if keep is None else weights.abs() * keep).sum()
+                if weights.requires_grad:
+                    weights = L1PenaltyGrad.apply(weights, l1_scale, keep)
+            outs.append(weights @ v)
+            kept += mask.sum()
             total += mask.numel()
-        self.last_mask_density = kept / max(total, 1)
+        # One host sync for the statistics, after the last chunk.
+        self.last_mask_density = float(kept) / max(total, 1)
+        self.last_aux_l1 = float(l1_sum * l1_scale) if l1_weight > 0 else 0.0
         return torch.cat(outs, dim=2)
+
+
+class L1PenaltyGrad(torch.autograd.Function):
+    """Identity in the forward pass; the backward pass adds ``scale * sign(S) [* keep]``, the
+    gradient of ``scale * sum |S|`` (over the rows ``keep`` marks), to the incoming gradient. This
+    puts an L1 penalty on S into training without adding a term to the model's loss."""
+
+    @staticmethod
+    def forward(ctx, weights, scale, keep=None):
+        ctx.save_for_backward(weights, scale, keep)
+        return weights.view_as(weights)  # no copy: shares storage with S saved by the matmul
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights, scale, keep = ctx.saved_tensors
+        extra = torch.sign(weights) * scale
+        if keep is not None:
+            extra = extra * keep
+        return grad + extra, None, None

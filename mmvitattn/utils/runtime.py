@@ -16,11 +16,21 @@ def config_task(cfg: Config) -> str:
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
-    """Record the launcher; distributed runs without a GPU use the gloo backend (nccl needs CUDA)."""
+    """Record the launcher. A torchrun ('pytorch') run without a GPU uses the gloo backend:
+    mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the process group is
+    started here (the Runner then finds it) and DDP wraps the CPU model without device ids."""
     import torch
+    import torch.distributed as dist
     cfg.launcher = launcher
-    if launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if launcher == 'pytorch':
+        if not dist.is_initialized():
+            dist.init_process_group(backend='gloo')
+        wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
 
 
 def use_amp(cfg: Config) -> None:
