@@ -1,1 +1,4 @@
 """Training-time machinery: hooks."""
+from .castling import CastlingAuxScheduleHook
+
+__all__ = ['CastlingAuxScheduleHook']
