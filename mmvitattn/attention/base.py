@@ -94,13 +94,6 @@ def keep_weights(pad_mask: Optional[torch.Tensor], like: torch.Tensor) -> Option
     return (~pad_mask).to(like.dtype)[:, None, :, None]
 
 
-def token_mean(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean over the token axis (-2) of (B, h, N, d), over real tokens only."""
-    if keep is None:
-        return t.mean(dim=-2, keepdim=True)
-    return (t * keep).sum(dim=-2, keepdim=True) / keep.sum(dim=-2, keepdim=True).clamp_min(1)
-
-
 def sdpa_mask(pad_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """(B, N) padding mask -> boolean SDPA mask (B, 1, 1, N) with True for keys that take part."""
     if pad_mask is None:
