@@ -9,6 +9,7 @@ off for every file the process reads. A file that needs anything else is refused
 that names what it wanted; running arbitrary pickled code is an explicit opt-in
 (``allow_unsafe=True`` or the environment variable ``MMVITATTN_ALLOW_UNSAFE_PICKLE=1``).
 """
+import collections
 import os
 import pickle
 import re
@@ -35,7 +36,17 @@ def allowed_globals() -> List[Any]:
     dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32,
                                                   np.int8, np.uint8, np.bool_)]
     return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes,
-            (history_buffer_getattr, 'builtins.getattr')]
+            (history_buffer_getattr, 'builtins.getattr'), (InertConfig, 'yacs.config.CfgNode')]
+
+
+class InertConfig:
+    """Stands in for a pickled yacs ``CfgNode`` (the training config inside the official InLine
+    checkpoints): it unpickles as a plain ``OrderedDict`` of the config's keys and values (yacs'
+    own flags land in that dict's ``__dict__``); no yacs code is imported or run. An OrderedDict,
+    because torch's safe unpickler fills and builds only plain containers."""
+
+    def __new__(cls, *args, **kwargs):
+        return collections.OrderedDict()
 
 
 def history_buffer_getattr(obj, name: str):

@@ -1,5 +1,6 @@
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -69,3 +70,38 @@ def test_unsafe_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothere.pth'):
         load_checkpoint_file(str(tmp_path / 'nothere.pth'))
+
+
+YACS_STAND_IN = '''
+class CfgNode(dict):
+    """Pickles like yacs' CfgNode: a dict subclass carrying flags in its __dict__."""
+    def __init__(self, init_dict=None):
+        super().__init__({k: CfgNode(v) if type(v) is dict else v for k, v in (init_dict or {}).items()})
+        self.__dict__['__immutable__'] = True
+        self.__dict__['__deprecated_keys__'] = set()
+'''
+
+
+def test_official_inline_style_checkpoint_loads_as_data(tmp_path, monkeypatch):
+    """The official InLine files pickle a yacs config next to the weights; it loads as plain data
+    without yacs being installed or any of its code running."""
+    package = tmp_path / 'pkgs' / 'yacs'
+    package.mkdir(parents=True)
+    (package / '__init__.py').write_text('')
+    (package / 'config.py').write_text(YACS_STAND_IN)
+    monkeypatch.syspath_prepend(str(tmp_path / 'pkgs'))
+    from yacs.config import CfgNode
+    weights = {'blocks.0.attn.qkv.weight': torch.randn(6, 2), 'pos_embed': torch.randn(1, 5, 2)}
+    path = tmp_path / 'inline_deit_t.pth'
+    torch.save({'model': weights, 'config': CfgNode({'MODEL': {'TYPE': 'inline_deit', 'NUM_CLASSES': 1000}}),
+                'optimizer': {'state': {}}, 'epoch': 299}, path)
+    for name in ('yacs', 'yacs.config'):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, 'path', [p for p in sys.path if 'pkgs' not in p])
+
+    loaded = load_checkpoint_file(str(path))
+    assert 'yacs' not in sys.modules
+    for key, tensor in weights.items():
+        assert torch.equal(loaded['model'][key], tensor)
+    assert loaded['config']['MODEL']['TYPE'] == 'inline_deit' and loaded['epoch'] == 299
+    assert type(loaded['config']).__module__ == 'collections'
