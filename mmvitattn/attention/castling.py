@@ -90,11 +90,13 @@ class CastlingAttention(QKVMixer):
         l1_weight = float(self.aux_l1_weight)
         if l1_weight < 0:
             raise ValueError(f'aux_l1_weight must be >= 0, got {self.aux_l1_weight!r}')
-        query_keep = None if pad_mask is None else (~pad_mask).to(q.dtype)[:, None, :, None]
         if l1_weight > 0:
+            query_keep = None if pad_mask is None else (~pad_mask).to(q.dtype)[:, None, :, None]
+            # At least float32: a row count can exceed float16's range.
+            dtype = torch.promote_types(q.dtype, torch.float32)
             rows = (q.shape[0] * q.shape[2] if pad_mask is None else (~pad_mask).sum()) * q.shape[1]
-            l1_scale = l1_weight / torch.as_tensor(rows, dtype=q.dtype, device=q.device).clamp_min(1)
-            l1_sum = q.new_zeros(())
+            l1_scale = l1_weight / torch.as_tensor(rows, dtype=dtype, device=q.device).clamp_min(1)
+            l1_sum = torch.zeros((), dtype=dtype, device=q.device)
         outs = []
         kept = torch.zeros((), dtype=torch.long, device=q.device)
         total = 0

@@ -1,0 +1,24 @@
+# Mask R-CNN 1x on COCO with a Castling-PVT-T backbone, trained with Castling-ViT's auxiliary
+# masked softmax branch and switched to linear-only attention for the second half of training
+# (and for inference). The branch has no parameters: the checkpoints load unchanged into
+# `type='mmvitattn.CastlingPVT'` without `attn_cfgs`.
+_base_ = './mask-rcnn_inline-pvt-t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        type='mmvitattn.CastlingPVT',
+        # The auxiliary branch builds softmax weights for every query/key pair (chunked over
+        # queries, so memory is aux_chunk x N per head, but the cost stays N^2 x heads per block).
+        # For a 1280x800 input, stage 1 (stride 4) has 320x200 = 64000 tokens: 64000^2 x heads
+        # flops per block even when chunked, hence the branch only in stages 3 and 4 (strides 16
+        # and 32), with 80x50 = 4000 and 40x25 = 1000 tokens.
+        attn_cfgs=[dict(), dict(), dict(aux_softmax=True, aux_chunk=1024),
+                   dict(aux_softmax=True, aux_chunk=1024)]))
+
+# The coefficient on the branch falls from 1 to 0 on a cosine over the first half of training
+# (fractions of the total iterations); tau rises from the release's 0.02 to 0.05 meanwhile.
+# From then on the model trains exactly as it is evaluated.
+custom_hooks = [
+    dict(type='mmvitattn.CastlingAuxScheduleHook', begin=0, end=0.5, schedule='cosine', start_coef=1.0,
+         threshold=(0.02, 0.05), l1_weight=0.0)
+]
