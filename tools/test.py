@@ -14,8 +14,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401  (registers the backbones and the safe checkpoint loader)
-from mmvitattn.utils.runtime import (config_task, enable_visualization, save_predictions,  # noqa: E402
-                                    set_launcher, write_json)
+from mmvitattn.utils.runtime import (config_task, enable_visualization, load_config,  # noqa: E402
+                                    save_predictions, write_json)
 
 
 def parse_args(argv=None):
@@ -42,17 +42,9 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    for path, what in ((args.config, 'config file'), (args.checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            raise SystemExit(f'{what} not found: {path}')
-    cfg = Config.fromfile(args.config)
-    set_launcher(cfg, args.launcher)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     task = config_task(cfg)
     if args.show or args.show_dir:

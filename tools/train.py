@@ -15,7 +15,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401  (registers the backbones and the safe checkpoint loader)
-from mmvitattn.utils.runtime import set_launcher, use_amp  # noqa: E402
+from mmvitattn.utils.runtime import load_config, use_amp  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,16 +40,7 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    if not osp.isfile(args.config):
-        raise SystemExit(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    set_launcher(cfg, args.launcher)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         use_amp(cfg)
     if args.auto_scale_lr:

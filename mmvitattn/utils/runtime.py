@@ -15,6 +15,22 @@ def config_task(cfg: Config) -> str:
     return TASKS[scope]
 
 
+def load_config(path: str, launcher: str, cfg_options=None, work_dir=None) -> Config:
+    """What tools/train.py and tools/test.py both do: read the config, apply ``--cfg-options``,
+    choose the work dir (default ./work_dirs/<config name>), set up the launcher."""
+    if not os.path.isfile(path):
+        raise SystemExit(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = os.path.join('./work_dirs', os.path.splitext(os.path.basename(path))[0])
+    set_launcher(cfg, launcher)
+    return cfg
+
+
 def set_launcher(cfg: Config, launcher: str) -> None:
     """Record the launcher. A torchrun ('pytorch') run without a GPU uses the gloo backend:
     mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the process group is
