@@ -4,8 +4,7 @@
 # stages (strides 16/32/64), so P2-P6 match the RPN's anchor strides without an extra max-pool.
 # Plain LeViT-128S: type='mmvitattn.LeViT' (its ImageNet weights load with
 # init_cfg=dict(type='Pretrained', checkpoint=...), timm or official layout).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -21,13 +20,5 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[32, 64, 128, 256, 384], num_outs=5))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
-    # No weight decay on attention biases and norms (LeViT's BN-linears hold their BN as `.bn`).
-    paramwise_cfg=dict(custom_keys={
-        'attention_biases': dict(decay_mult=0.0),
-        '.bn.': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+# LeViT's BN-linears hold their BatchNorm as `.bn`: no weight decay there either.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'.bn.': dict(decay_mult=0.0)}))

@@ -1,7 +1,6 @@
 # Mask R-CNN 1x on COCO with an InLine-CSwin-T backbone: mmdet's R-50 recipe with the backbone,
 # the FPN input widths and the optimizer replaced (CSWin detection recipe: AdamW, lr 1e-4, wd 0.05).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -14,9 +13,4 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    # No weight decay on norms.
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -3,8 +3,7 @@
 # through a ViTDet-style simple pyramid (2x deconvs / identity / max-pool to strides 4-32, a
 # LayerNorm on each level). Pretrained weights: add
 # init_cfg=dict(type='Pretrained', checkpoint='<InLine-DeiT-T .pth>') to the backbone.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -17,13 +16,4 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[192, 192, 192, 192]))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.05),
-    # No weight decay on position embedding, cls token and norms (DeiT / ViTDet recipes).
-    paramwise_cfg=dict(custom_keys={
-        'pos_embed': dict(decay_mult=0.0),
-        'cls_token': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -1,7 +1,6 @@
 # Mask R-CNN 1x on COCO with an InLine-PVT-T backbone: mmdet's R-50 recipe with the backbone,
 # the FPN input widths and the optimizer replaced (PVT detection recipe: AdamW, lr 1e-4).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -12,13 +11,3 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         out_norm=True),
     neck=dict(in_channels=[64, 128, 320, 512]))
-
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
-    # No weight decay on position embeddings and norms.
-    paramwise_cfg=dict(custom_keys={
-        'pos_embed': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))

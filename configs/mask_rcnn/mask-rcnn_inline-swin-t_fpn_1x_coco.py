@@ -3,8 +3,7 @@
 # backbone replaced. Load the released ImageNet weights with
 #   backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='<path>/inline_swin_t.pth'))
 # (official or timm layout; buffers dropped, window tables resized on load).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -20,11 +19,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
 ]
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'relative_position_bias_table': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -2,8 +2,7 @@
 # the FPN inputs and the optimizer replaced (AdamW, lr 1e-4).
 # The FPN takes levels 1-4 (strides 8, 16, 32, 64: the stem's stride-8 map and the three stages)
 # and adds P7 (stride 128) with a conv on the last input, as RetinaNet's anchors expect.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/retinanet_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -19,12 +18,5 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[64, 128, 256, 384], start_level=0, add_extra_convs='on_input', num_outs=5))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys={
-        'attention_biases': dict(decay_mult=0.0),
-        '.bn.': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+# LeViT's BN-linears hold their BatchNorm as `.bn`: no weight decay there either.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'.bn.': dict(decay_mult=0.0)}))

@@ -1,8 +1,7 @@
 # RetinaNet 1x on COCO with an InLine-DeiT-T backbone: mmdet's R-50 recipe with the backbone,
 # the FPN input widths and the optimizer replaced. The ViT's stride-16 map becomes strides 4-32
 # through a ViTDet-style simple pyramid; the FPN takes strides 8-32 (as for R-50) and adds P6/P7.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/retinanet_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -15,12 +14,4 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[192, 192, 192, 192]))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'pos_embed': dict(decay_mult=0.0),
-        'cls_token': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

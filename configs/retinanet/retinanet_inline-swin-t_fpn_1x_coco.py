@@ -1,8 +1,7 @@
 # RetinaNet 1x on COCO with an InLine-Swin-T backbone: mmdet's Swin-T RetinaNet layout (the FPN
 # takes strides 8-32, no stage-1 output) with the Swin detection optimizer (AdamW, lr 1e-4,
 # weight decay 0.05, no decay on relative position tables and norms).
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/retinanet_fpn_adamw_1x_coco.py'
 
 model = dict(
     backbone=dict(
@@ -14,11 +13,4 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'relative_position_bias_table': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

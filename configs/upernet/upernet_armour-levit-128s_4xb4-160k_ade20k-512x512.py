@@ -3,8 +3,7 @@
 # (AdamW, lr 6e-5, linear warm-up then poly decay).
 # The decode head fuses all five LeViT levels (strides 4-64; the pyramid pooling runs on the
 # stride-64 stage); the auxiliary FCN head reads stage 2 (stride 32, 256 channels).
-_base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw_160k_ade20k-512x512.py'
 
 model = dict(
     pretrained=None,
@@ -22,16 +21,5 @@ model = dict(
     decode_head=dict(in_channels=[32, 64, 128, 256, 384], in_index=[0, 1, 2, 3, 4]),
     auxiliary_head=dict(in_channels=256, in_index=3))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'attention_biases': dict(decay_mult=0.0),
-        '.bn.': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
+# LeViT's BN-linears hold their BatchNorm as `.bn`: no weight decay there either.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'.bn.': dict(decay_mult=0.0)}))

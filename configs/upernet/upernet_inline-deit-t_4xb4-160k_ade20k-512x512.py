@@ -3,8 +3,7 @@
 # lr 6e-5, linear warm-up then poly decay). Blocks 3, 6, 9 and 12 are taken and resized to strides
 # 4/8/16/32 (deconvs / identity / max-pool, BEiT/MAE style), each with its own LayerNorm.
 # The position embedding trained at 224 is resized to every run-time grid (bicubic, as timm).
-_base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw_160k_ade20k-512x512.py'
 
 model = dict(
     pretrained=None,
@@ -19,17 +18,3 @@ model = dict(
         out_norm=True),
     decode_head=dict(in_channels=[192, 192, 192, 192]),
     auxiliary_head=dict(in_channels=192))
-
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'pos_embed': dict(decay_mult=0.0),
-        'cls_token': dict(decay_mult=0.0),
-        'norm': dict(decay_mult=0.0),
-    }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]

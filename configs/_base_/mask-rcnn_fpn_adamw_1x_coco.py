@@ -1,0 +1,21 @@
+# mmdet's Mask R-CNN R-50 FPN 1x recipe with the transformer-detection optimizer that every
+# mmvitattn Mask R-CNN config shares (PVT recipe: AdamW, lr 1e-4, weight decay 1e-4). Family
+# configs replace the backbone and the FPN input widths, and adjust the decay where their recipe
+# differs.
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+
+# No weight decay on position embeddings, cls tokens, relative-position / attention biases and
+# norms; keys that name no parameter of a backbone are simply unused.
+no_decay = dict(decay_mult=0.0)
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
+    paramwise_cfg=dict(custom_keys={
+        'pos_embed': no_decay,
+        'cls_token': no_decay,
+        'relative_position_bias_table': no_decay,
+        'attention_biases': no_decay,
+        'norm': no_decay,
+    }))
