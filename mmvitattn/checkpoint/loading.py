@@ -114,12 +114,17 @@ def read_checkpoint(source, allow_unsafe: Optional[bool] = None) -> dict:
     return load_checkpoint_file(path, allow_unsafe=allow_unsafe)
 
 
-def select_state_dict(checkpoint: dict, use_ema: bool = False, source: str = '<dict>'):
-    """The weights inside a checkpoint dict -> (state dict of tensors, name of the entry used)."""
+def select_state_dict(checkpoint: dict, use_ema: bool = False, source: str = '<dict>',
+                      entry: Optional[str] = None):
+    """The weights inside a checkpoint dict -> (state dict of tensors, name of the entry used).
+    ``entry`` names the wrapping entry to read; by default the first of ``STATE_ENTRIES`` (or
+    ``EMA_ENTRIES`` with ``use_ema``) present, else the top level."""
     if not isinstance(checkpoint, dict):
         raise CheckpointReadError(f'checkpoint {source} holds a {type(checkpoint).__name__}, '
                                   'expected a dict of tensors or a dict wrapping one')
-    entries = EMA_ENTRIES if use_ema else STATE_ENTRIES
+    if entry is not None and not isinstance(checkpoint.get(entry), dict):
+        raise KeyError(f'checkpoint {source} has no {entry!r} entry; found {sorted(checkpoint)[:10]}')
+    entries = (entry, ) if entry else EMA_ENTRIES if use_ema else STATE_ENTRIES
     entry = next((e for e in entries if isinstance(checkpoint.get(e), dict)), None)
     if entry is None and use_ema:
         raise KeyError(f'use_ema=True but checkpoint {source} has no EMA weights; expected one of '
@@ -154,17 +159,19 @@ def _drop_reason(key: str) -> str:
 
 
 def load_pretrained(model: nn.Module, checkpoint, prefix: Optional[str] = None, use_ema: bool = False,
-                    allow_unsafe: Optional[bool] = None, logger: Optional[str] = 'current') -> LoadReport:
+                    entry: Optional[str] = None, allow_unsafe: Optional[bool] = None,
+                    logger: Optional[str] = 'current') -> LoadReport:
     """Load ``checkpoint`` (path, URL or dict) into ``model`` and return (and log) the report.
 
     ``prefix`` keeps only keys under it (e.g. ``'backbone.'``); when not given and the file is a
     detector/segmentor trained by us (keys under ``backbone.``), that prefix is used. ``use_ema``
-    reads the file's EMA weights (``state_dict_ema``) instead of the trained ones.
+    reads the file's EMA weights (``state_dict_ema``) instead of the trained ones; ``entry`` names
+    the file's entry to read (see :func:`select_state_dict`).
     Tensors whose shape differs and that cannot be resized raise an error naming them (a file of
     another model size), before anything is loaded.
     """
     source = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
-    raw, entry = select_state_dict(read_checkpoint(checkpoint, allow_unsafe), use_ema, str(source))
+    raw, entry = select_state_dict(read_checkpoint(checkpoint, allow_unsafe), use_ema, str(source), entry)
     own = model.state_dict()
     if prefix is None and not set(raw) & set(own) and any(k.startswith('backbone.') for k in raw):
         prefix = 'backbone.'
