@@ -1,4 +1,4 @@
-"""Training-time machinery: hooks."""
-from .castling import CastlingAuxScheduleHook
+"""Training-time machinery: hooks and the switch they drive."""
+from .castling import CastlingAuxScheduleHook, set_castling_aux
 
-__all__ = ['CastlingAuxScheduleHook']
+__all__ = ['CastlingAuxScheduleHook', 'set_castling_aux']
