@@ -171,7 +171,9 @@ class PVT(BackboneBase):
         if m is None or tensor.dim() != 3:
             return None
         side = math.isqrt(tensor.shape[1])
-        if side * side != tensor.shape[1]:
+        if side * side + 1 == tensor.shape[1]:
+            tensor = tensor[:, 1:]  # PVTv1's last stage carries a cls-token slot; we pool instead
+        elif side * side != tensor.shape[1]:
             return None
         return resize_pos_embed(tensor, (side, side), self.pos_grids[int(m.group(1)) - 1])
 
