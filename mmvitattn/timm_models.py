@@ -11,6 +11,7 @@ Castling's auxiliary softmax branch works here too: build with
 ``attn_cfgs=dict(castling=dict(aux_softmax=True))`` (or a per-block list for ViT) and anneal it
 with :func:`mmvitattn.engine.set_castling_aux` once per step or epoch; eval mode is linear only.
 """
+import inspect
 from typing import Dict, Tuple
 
 from torch import nn
@@ -58,14 +59,17 @@ def classifier_class(backbone_cls: type) -> type:
     return _classifier_classes[backbone_cls]
 
 
-def _timm_kwargs(name: str, kwargs: dict) -> dict:
+def _timm_kwargs(name: str, cls: type, kwargs: dict) -> dict:
     """Translate the arguments timm's factory passes to ours; refuse ones we cannot honour."""
     kwargs = dict(kwargs)
     kwargs.pop('cache_dir', None)
     if 'in_chans' in kwargs:
         kwargs['in_channels'] = kwargs.pop('in_chans')
-    if kwargs.pop('drop_rate', 0.0):
-        raise ValueError(f'{name}: drop_rate (dropout before the head) is not supported; use drop_path_rate')
+    drop_rate = kwargs.pop('drop_rate', 0.0)  # timm's train.py always passes it
+    if drop_rate:
+        if 'drop_rate' not in inspect.signature(cls).parameters:
+            raise ValueError(f'{name}: drop_rate (dropout before the head) is not supported; use drop_path_rate')
+        kwargs['drop_rate'] = drop_rate
     pool = kwargs.pop('global_pool', None)
     if pool not in (None, '', 'avg', 'token'):
         raise ValueError(f"{name}: global_pool={pool!r} is not supported; the model's own pooling is used")
@@ -79,7 +83,7 @@ def _make_entrypoint(name: str, cls: type, arch: str, size: int):
         if pretrained:
             raise ValueError(f'no hosted ImageNet weights for {name!r}; download a released checkpoint and '
                              f"pass checkpoint_path=..., or load it with init_cfg=dict(type='Pretrained', ...)")
-        model = classifier_class(cls)(arch=arch, **_timm_kwargs(name, kwargs))
+        model = classifier_class(cls)(arch=arch, **_timm_kwargs(name, cls, kwargs))
         model.pretrained_cfg = model.default_cfg = dict(
             architecture=name, input_size=(3, size, size), interpolation='bicubic', crop_pct=0.9 if size == 224 else 1.0,
             mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=model.num_classes, first_conv='', classifier='head')

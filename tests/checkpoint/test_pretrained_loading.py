@@ -260,3 +260,32 @@ def test_our_detector_checkpoint_loads_its_backbone(tmp_path):
     assert report.dropped == {'neck.lateral_convs.0.conv.weight': "outside prefix 'backbone.'"}
     assert report.new == [] and len(report.copied) == len(backbone.state_dict())
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in backbone.state_dict().items())
+
+
+# ---------------------------------------------------------------- resizing to the configured size
+def test_pvt_position_embeddings_resize_to_the_configured_size_and_pvt_v1_cls_slot_is_dropped():
+    layout = official_layout('pvt_t')
+    weights = random_state(layout, seed=5)
+    weights['pos_embed4'] = torch.randn(1, 50, 512)  # PVTv1's last stage: a cls slot + 7x7
+    model = InLinePVT(arch='t', pretrain_img_size=320)
+    report = load_pretrained(model, {'model': weights}, logger=None)
+    assert report.resized['pos_embed1'] == ((1, 3136, 64), (1, 6400, 64))
+    assert report.resized['pos_embed4'] == ((1, 50, 512), (1, 100, 512))
+    grid = weights['pos_embed1'].reshape(1, 56, 56, 64).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(80, 80), mode='bicubic', antialias=True)
+    torch.testing.assert_close(model.pos_embed1, expected.flatten(2).transpose(1, 2))
+    grid = weights['pos_embed4'][:, 1:].reshape(1, 7, 7, 512).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(10, 10), mode='bicubic', antialias=True)
+    torch.testing.assert_close(model.pos_embed4, expected.flatten(2).transpose(1, 2))
+
+
+def test_levit_attention_biases_resize_to_the_configured_grid():
+    state = timm_model('levit_128s').state_dict()
+    model = LeViT(arch='128s', pretrain_img_size=320)
+    report = load_pretrained(model, state, logger=None)
+    key = 'stages.0.blocks.0.attn.attention_biases'
+    assert report.resized[key] == ((4, 196), (4, 400))
+    old, new = state[key].view(4, 14, 14), model.state_dict()[key].view(4, 20, 20)
+    # Corner-aligned: offset 0 and the largest offset keep their values.
+    torch.testing.assert_close(new[:, 0, 0], old[:, 0, 0])
+    torch.testing.assert_close(new[:, -1, -1], old[:, -1, -1])
