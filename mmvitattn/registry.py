@@ -2,12 +2,16 @@
 
 Children of mmengine's root registries with their own scope, so a config written under mmdet's
 or mmseg's default scope can say ``type='mmvitattn.InLinePVT'`` (models) or
-``type='mmvitattn.CastlingAuxScheduleHook'`` (hooks). ``locations`` lets a registry import the
+``type='mmvitattn.CastlingAuxScheduleHook'`` (hooks) or
+``constructor='mmvitattn.LayerDecayOptimWrapperConstructor'`` (optimizers). ``locations`` lets a registry import the
 modules that register into it the first time it is asked for an entry.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn', locations=['mmvitattn.backbones'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitattn', locations=['mmvitattn.engine'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+                                      scope='mmvitattn', locations=['mmvitattn.engine'])

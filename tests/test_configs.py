@@ -34,6 +34,18 @@ def segmentation_batch(num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def fewer_samples(model_cfg):
+    """Sample fewer proposals and RoIs than the recipe (the step's cost is the heads' on CPU);
+    the model itself is unchanged."""
+    train_cfg, test_cfg = model_cfg.get('train_cfg', {}), model_cfg.get('test_cfg', {})
+    for cfg in (train_cfg.get('rpn_proposal'), test_cfg.get('rpn')):
+        if cfg:
+            cfg.update(nms_pre=200, max_per_img=50)
+    rcnn = train_cfg.get('rcnn')
+    for stage in (rcnn if isinstance(rcnn, list) else [rcnn] if rcnn else []):
+        stage.sampler.num = 32
+
+
 def test_there_are_configs_for_each_task():
     assert any('mask_rcnn' in c for c in CONFIGS)
     assert any('retinanet' in c for c in CONFIGS)
@@ -48,7 +60,9 @@ def test_config_builds_trains_a_step_and_predicts(path):
     if cfg.default_scope == 'mmdet':
         from mmdet.registry import MODELS
         head = cfg.model.get('roi_head', {}).get('bbox_head', cfg.model.get('bbox_head'))
+        head = head[0] if isinstance(head, list) else head  # Cascade R-CNN: one head per stage
         data = detection_batch(head['num_classes'])
+        fewer_samples(cfg.model)
     else:
         from mmseg.registry import MODELS
         cfg.model.data_preprocessor.size = None  # no 512x512 padding: keep the step fast

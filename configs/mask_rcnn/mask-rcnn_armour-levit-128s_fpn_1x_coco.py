@@ -2,8 +2,8 @@
 # the FPN input widths and the optimizer replaced (AdamW, lr 1e-4).
 # The FPN takes all five LeViT levels: the stem's stride-4/8 maps (32/64 channels) and the three
 # stages (strides 16/32/64), so P2-P6 match the RPN's anchor strides without an extra max-pool.
-# Plain LeViT-128S: type='mmvitattn.LeViT' (its ImageNet weights load with
-# init_cfg=dict(type='Pretrained', checkpoint=...), timm or official layout).
+# No Armour ImageNet weights exist: the backbone is warm-started from LeViT-128S (timm), Armour's
+# shared q taken from the value projection.
 _base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(

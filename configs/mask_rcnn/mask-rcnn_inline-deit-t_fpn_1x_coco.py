@@ -1,8 +1,7 @@
 # Mask R-CNN 1x on COCO with an InLine-DeiT-T backbone: mmdet's R-50 recipe with the backbone,
 # the FPN input widths and the optimizer replaced. The plain ViT (one stride-16 map) feeds the FPN
 # through a ViTDet-style simple pyramid (2x deconvs / identity / max-pool to strides 4-32, a
-# LayerNorm on each level). Pretrained weights: add
-# init_cfg=dict(type='Pretrained', checkpoint='<InLine-DeiT-T .pth>') to the backbone.
+# LayerNorm on each level).
 _base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(
@@ -17,4 +16,8 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[192, 192, 192, 192]))
 
-optim_wrapper = dict(optimizer=dict(weight_decay=0.05))
+# ViTDet's fine-tuning rule for a 12-block ViT: block i at lr * 0.7^(12 - i), embeddings lowest.
+optim_wrapper = dict(
+    constructor='mmvitattn.LayerDecayOptimWrapperConstructor',
+    optimizer=dict(weight_decay=0.05),
+    paramwise_cfg=dict(layer_decay_rate=0.7))

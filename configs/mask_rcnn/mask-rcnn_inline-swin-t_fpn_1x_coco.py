@@ -1,8 +1,6 @@
 # Mask R-CNN 1x on COCO with an InLine-Swin-T backbone: mmdet's Swin-T recipe (AdamW, lr 1e-4,
 # weight decay 0.05, drop path 0.2, no decay on relative position tables and norms) with the
-# backbone replaced. Load the released ImageNet weights with
-#   backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='<path>/inline_swin_t.pth'))
-# (official or timm layout; buffers dropped, window tables resized on load).
+# backbone replaced.
 _base_ = '../_base_/mask-rcnn_fpn_adamw_1x_coco.py'
 
 model = dict(

@@ -15,4 +15,8 @@ model = dict(
         out_norm=True),
     neck=dict(in_channels=[192, 192, 192, 192]))
 
-optim_wrapper = dict(optimizer=dict(weight_decay=0.05))
+# ViTDet's fine-tuning rule for a 12-block ViT: block i at lr * 0.7^(12 - i), embeddings lowest.
+optim_wrapper = dict(
+    constructor='mmvitattn.LayerDecayOptimWrapperConstructor',
+    optimizer=dict(weight_decay=0.05),
+    paramwise_cfg=dict(layer_decay_rate=0.7))

@@ -19,3 +19,6 @@ model = dict(
         out_norm=True),
     decode_head=dict(in_channels=[192, 192, 192, 192]),
     auxiliary_head=dict(in_channels=192))
+
+# ViTDet's fine-tuning rule for a 12-block ViT: block i at lr * 0.7^(12 - i), embeddings lowest.
+optim_wrapper = dict(constructor='mmvitattn.LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(layer_decay_rate=0.7))

@@ -117,14 +117,15 @@ def read_checkpoint(source, allow_unsafe: Optional[bool] = None) -> dict:
 def select_state_dict(checkpoint: dict, use_ema: bool = False, source: str = '<dict>',
                       entry: Optional[str] = None):
     """The weights inside a checkpoint dict -> (state dict of tensors, name of the entry used).
-    ``entry`` names the wrapping entry to read; by default the first of ``STATE_ENTRIES`` (or
-    ``EMA_ENTRIES`` with ``use_ema``) present, else the top level."""
+    ``entry`` names the wrapping entry to read; by default the first of ``STATE_ENTRIES`` then
+    ``EMA_ENTRIES`` (only ``EMA_ENTRIES`` with ``use_ema``) present, else the top level."""
     if not isinstance(checkpoint, dict):
         raise CheckpointReadError(f'checkpoint {source} holds a {type(checkpoint).__name__}, '
                                   'expected a dict of tensors or a dict wrapping one')
     if entry is not None and not isinstance(checkpoint.get(entry), dict):
         raise KeyError(f'checkpoint {source} has no {entry!r} entry; found {sorted(checkpoint)[:10]}')
-    entries = (entry, ) if entry else EMA_ENTRIES if use_ema else STATE_ENTRIES
+    # A file holding only EMA weights (e.g. the CSWin releases) is read from its EMA entry.
+    entries = (entry, ) if entry else EMA_ENTRIES if use_ema else STATE_ENTRIES + EMA_ENTRIES
     entry = next((e for e in entries if isinstance(checkpoint.get(e), dict)), None)
     if entry is None and use_ema:
         raise KeyError(f'use_ema=True but checkpoint {source} has no EMA weights; expected one of '

@@ -1,4 +1,5 @@
-"""Training-time machinery: hooks and the switch they drive."""
+"""Training-time machinery: hooks, the switch they drive, optimizer constructors."""
 from .castling import CastlingAuxScheduleHook, set_castling_aux
+from .optim import LayerDecayOptimWrapperConstructor
 
-__all__ = ['CastlingAuxScheduleHook', 'set_castling_aux']
+__all__ = ['CastlingAuxScheduleHook', 'LayerDecayOptimWrapperConstructor', 'set_castling_aux']

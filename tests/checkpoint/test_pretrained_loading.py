@@ -110,6 +110,9 @@ def test_every_released_layout_loads_with_only_the_documented_drops(name, releas
         assert report.entry == 'state_dict_ema'
         key = next(k for k in weights if k.endswith('residual.2.weight'))
         assert torch.equal(model.state_dict()[key], ema[key]) and not torch.equal(ema[key], weights[key])
+        # A file with only EMA weights (as the CSWin releases) is read from that entry.
+        report = load_pretrained(model, {'state_dict_ema': ema, 'epoch': 300}, logger=None)
+        assert report.entry == 'state_dict_ema' and torch.equal(model.state_dict()[key], ema[key])
 
 
 def test_the_384_swin_loads_into_a_window_7_backbone_with_resized_tables(released_file_writer):

@@ -1,0 +1,13 @@
+# Mask R-CNN 3x multi-scale on COCO with an InLine-PVT-T backbone (the 1x config's backbone).
+_base_ = '../_base_/mask-rcnn_fpn_adamw_ms-3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmvitattn.InLinePVT',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_pvt_t.pth'),
+        arch='t',
+        drop_path_rate=0.1,
+        out_indices=(0, 1, 2, 3),
+        out_norm=True),
+    neck=dict(in_channels=[64, 128, 320, 512]))

@@ -1,0 +1,4 @@
+# UperNet 160k, swin-t: the softmax baseline of upernet_inline-swin-t.
+_base_ = './upernet_inline-swin-t_4xb4-160k_ade20k-512x512.py'
+
+model = dict(backbone=dict(type='mmvitattn.SoftmaxSwin', init_cfg=dict(checkpoint='checkpoints/swin_tiny_patch4_window7_224.pth')))
