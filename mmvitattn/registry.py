@@ -9,5 +9,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn', locations=['mmvitattn.backbones'])
+# 'mmvitattn.models' (the data preprocessors) imports mmdet / mmseg, so it is loaded on first use.
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn',
+                  locations=['mmvitattn.backbones', 'mmvitattn.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitattn', locations=['mmvitattn.engine'])

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..registry import MODELS
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
-                     per_stage, resize_pos_embed)
+                     per_stage, resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -212,7 +212,12 @@ class PVT(BackboneBase):
         for i in range(self.num_stages):
             tokens, hw, token_pad = getattr(self, f'patch_embed{i + 1}')(x, pad_mask)
             if self.use_pos_embed:
-                tokens = tokens + resize_pos_embed(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], hw)
+                pos_embed = getattr(self, f'pos_embed{i + 1}')
+                if token_pad is None:
+                    tokens = tokens + resize_pos_embed(pos_embed, self.pos_grids[i], hw)
+                else:  # each image's embedding resized to its own grid, as when it runs alone
+                    tokens = tokens + resize_pos_embed_per_image(pos_embed, self.pos_grids[i], hw,
+                                                                 valid_sizes(token_pad, hw))
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
             if self.stage_norm:
@@ -232,7 +237,9 @@ class PVT(BackboneBase):
             yield x, out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps."""
+        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded; default: the mask our
+        data preprocessors attach to ``x``] -> tuple of NCHW maps."""
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
