@@ -86,6 +86,15 @@ def build_detector(backbone):
                        bbox_coder=dict(type='DeltaXYWHBBoxCoder')))
     torch.manual_seed(0)
     model = ROOT_MODELS.build(cfg)
+    for m in model.backbone.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            # LeViT starts its residual branches' BatchNorms at zero (identity blocks): random
+            # statistics make every attention matter.
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
     return model.eval()
 
 
