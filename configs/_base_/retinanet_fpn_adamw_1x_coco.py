@@ -9,6 +9,9 @@ custom_imports = dict(imports=['mmvitattn', 'mmvitattn.models'], allow_failed_im
 # gets the same features whatever it is batched with.
 model = dict(data_preprocessor=dict(type='mmvitattn.PadMaskDetDataPreprocessor'))
 
+# Checkpoints carry torch's random state so that --resume continues exactly where the run stopped.
+custom_hooks = [dict(type='mmvitattn.RNGStateHook')]
+
 # No weight decay on position embeddings, cls tokens, relative-position / attention biases and
 # norms; keys that name no parameter of a backbone are simply unused.
 no_decay = dict(decay_mult=0.0)
