@@ -8,8 +8,11 @@ modules that register into it the first time it is asked for an entry.
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 
 # 'mmvitattn.models' (the data preprocessors) imports mmdet / mmseg, so it is loaded on first use.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn',
                   locations=['mmvitattn.backbones', 'mmvitattn.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitattn', locations=['mmvitattn.engine'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmvitattn',
+                      locations=['mmvitattn.datasets.checks'])

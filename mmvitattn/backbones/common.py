@@ -271,11 +271,21 @@ class BackboneBase(BaseModule):
             raise RuntimeError(f'this {type(self).__name__} was built with num_classes=0 and has no '
                                'classification head')
 
+    def check_images(self, x: torch.Tensor) -> None:
+        """Images must be (B, C, H, W) with the channel count of the first conv: say so here
+        rather than with a shape error from inside a conv."""
+        stem = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = stem.in_channels if stem is not None else None
+        if x.dim() != 4 or (channels is not None and x.shape[1] != channels):
+            raise ValueError(f'{type(self).__name__} expects images of shape (B, {channels or "C"}, H, W), '
+                             f'got {tuple(x.shape)}')
+
     def resolve_pad_mask(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """The pixel padding mask to use for images ``x``: the explicit one, else the one our data
         preprocessors attach to the batch tensor, else None. A mask without padding becomes None,
         so an unpadded batch takes exactly the unmasked path. Padding must be bottom/right (as
         mmdet and mmseg pad): each image's real pixels form a top-left rectangle."""
+        self.check_images(x)
         attached = pad_mask is None
         if attached:
             pad_mask = getattr(x, PAD_MASK_ATTR, None)
