@@ -483,5 +483,5 @@ def test_subclass_refuses_a_variant_of_another_attention():
 
 
 def test_images_must_be_4d():
-    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+    with pytest.raises(ValueError, match=r'expects images of shape \(B, 3, H, W\), got \(3, 64, 64\)'):
         LeViT(**SMALL)(torch.randn(3, 64, 64))
