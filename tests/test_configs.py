@@ -54,6 +54,7 @@ def test_config_builds_trains_a_step_and_predicts(path):
         cfg.model.data_preprocessor.size = None  # no 512x512 padding: keep the step fast
         cfg.model.data_preprocessor.size_divisor = 32
         data = segmentation_batch(cfg.model.decode_head.num_classes)
+    cfg.model.backbone.init_cfg = None  # ImageNet files are not part of the test data (next test)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -73,3 +74,17 @@ def test_config_builds_trains_a_step_and_predicts(path):
         assert all('pred_instances' in p for p in predictions)
     else:
         assert predictions[0].pred_sem_seg.data.shape[-2:] == (128, 160)
+
+
+@pytest.mark.parametrize('path', [c for c in CONFIGS if '/demo/' not in c])
+def test_config_expects_a_documented_checkpoint_and_says_so_when_missing(path, tmp_path, monkeypatch):
+    cfg = Config.fromfile(str(REPO / path))
+    init_cfg = cfg.model.backbone.init_cfg
+    assert init_cfg.type == 'Pretrained' and init_cfg.checkpoint.startswith('checkpoints/')
+    assert f'`{init_cfg.checkpoint}`' in (REPO / 'README.md').read_text(), 'not in the README checkpoint table'
+    init_default_scope(cfg.default_scope)
+    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    model = registry.build(cfg.model)
+    with pytest.raises(FileNotFoundError, match=f'pretrained checkpoint not found: {init_cfg.checkpoint}.*init_cfg=None'):
+        model.init_weights()

@@ -1,5 +1,6 @@
 # CPU demo: a nano InLine-PVT Mask R-CNN trained from scratch on the generated COCO-format demo
-# set (tools/make_demo_data.py). Inherits the full-size config and shrinks only the sizes.
+# set (tools/make_demo_data.py). Inherits the full-size config and shrinks only the sizes
+# (no ImageNet weights exist for the nano trunk: init_cfg=None).
 _base_ = '../mask_rcnn/mask-rcnn_inline-pvt-t_fpn_1x_coco.py'
 
 data_root = 'data/demo/coco/'
@@ -10,7 +11,7 @@ max_iters = 600
 
 model = dict(
     backbone=dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4),
-                  arch=None, depths=(1, 1, 2, 1), drop_path_rate=0.0),
+                  arch=None, depths=(1, 1, 2, 1), drop_path_rate=0.0, init_cfg=None),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(

@@ -1,5 +1,6 @@
 # CPU demo: a nano InLine-PVT UperNet trained from scratch on the generated ADE20K-format demo
-# set (tools/make_demo_data.py). Inherits the full-size config and shrinks only the sizes.
+# set (tools/make_demo_data.py). Inherits the full-size config and shrinks only the sizes
+# (no ImageNet weights exist for the nano trunk: init_cfg=None).
 _base_ = '../upernet/upernet_inline-pvt-t_4xb4-160k_ade20k-512x512.py'
 
 data_root = 'data/demo/ade/'
@@ -13,7 +14,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=None, size_divisor=32),
     backbone=dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), mlp_ratios=(4, 4, 4, 4),
-                  arch=None, depths=(1, 1, 2, 1), drop_path_rate=0.0),
+                  arch=None, depths=(1, 1, 2, 1), drop_path_rate=0.0, init_cfg=None),
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=num_classes, norm_cfg=norm_cfg))
 

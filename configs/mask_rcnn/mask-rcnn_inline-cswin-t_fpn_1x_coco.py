@@ -6,6 +6,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.InLineCSwin',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_cswin_t.pth'),
         arch='t',
         split_sizes=(1, 2, 7, None),
         drop_path_rate=0.2,

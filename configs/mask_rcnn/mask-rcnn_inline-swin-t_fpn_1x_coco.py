@@ -9,6 +9,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.InLineSwin',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_swin_t.pth'),
         arch='t',
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),

@@ -8,6 +8,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.ArmourLeViT',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/levit_128s.pth'),
         arch='128s',
         drop_path_rate=0.0,  # LeViT-128S is trained without stochastic depth
         # No Armour ImageNet weights exist, so this may train from scratch: start the residual

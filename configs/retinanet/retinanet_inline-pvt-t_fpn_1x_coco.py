@@ -6,6 +6,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.InLinePVT',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_pvt_t.pth'),
         arch='t',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),

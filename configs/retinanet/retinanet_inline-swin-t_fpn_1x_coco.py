@@ -7,6 +7,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.InLineSwin',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_swin_t.pth'),
         arch='t',
         drop_path_rate=0.2,
         out_indices=(1, 2, 3),  # only what the FPN uses, so every parameter gets a gradient

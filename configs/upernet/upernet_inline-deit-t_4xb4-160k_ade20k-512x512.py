@@ -10,6 +10,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmvitattn.InLineViT',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/inline_deit_t.pth'),
         arch='t',
         drop_path_rate=0.1,
         out_type='multi_level',

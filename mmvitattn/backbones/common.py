@@ -1,7 +1,7 @@
 """Pieces every backbone family shares: the transformer block, its MLP, patch embedding,
 padding-mask bookkeeping, position-embedding resizing, and the mmdet/mmseg backbone options
 (frozen stages, norm_eval, gradient checkpointing)."""
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -265,6 +265,34 @@ class BackboneBase(BaseModule):
             if i == last:
                 break
         return tuple(outs)
+
+    # ------------------------------------------------------------------ pretrained weights
+    def init_weights(self):
+        """``init_cfg=dict(type='Pretrained', checkpoint=path_or_url[, prefix='backbone.',
+        use_ema=False])`` loads through :func:`mmvitattn.checkpoint.load_pretrained` (official,
+        timm and our own layouts, resized to this model, reported); other init_cfg types are
+        mmengine's."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'), use_ema=cfg.get('use_ema', False))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint, prefix: Optional[str] = None, use_ema: bool = False):
+        """Load a checkpoint (path, URL or dict) into this backbone; returns the
+        :class:`~mmvitattn.checkpoint.LoadReport` (also logged)."""
+        from ..checkpoint import load_pretrained
+        return load_pretrained(self, checkpoint, prefix=prefix, use_ema=use_ema)
+
+    def convert_pretrained_state(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Another codebase's key layout -> ours; families override (ours passes unchanged)."""
+        return state
+
+    def resize_pretrained_tensor(self, key: str, tensor: torch.Tensor, shape) -> Optional[torch.Tensor]:
+        """``tensor`` trained for another input/window size, resized to ``shape``; None when
+        ``key`` is not a size-dependent table. Families override."""
+        return None
 
     def check_head(self) -> None:
         if getattr(self, 'head', None) is None:

@@ -63,6 +63,7 @@ Attribute names follow timm's linear-mode ``levit_*`` models, so their state dic
 official facebookresearch/LeViT layouts.
 """
 import contextlib
+import math
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -601,19 +602,21 @@ class LeViT(BackboneBase):
                                  context_fn=lambda: (contextlib.nullcontext(), _keep_bn_statistics(block)))
         return block(x, hw, pad_mask)
 
-    def init_weights(self):
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmengine.logging import print_log
+    def convert_pretrained_state(self, state):
+        """timm / official LeViT layouts -> ours (:func:`convert_levit_checkpoint`); a softmax
+        checkpoint warm-starts Armour attentions (:func:`adapt_levit_armour`)."""
+        return adapt_levit_armour(convert_levit_checkpoint(state, self), self)
 
-            from ..checkpoint import load_checkpoint_file
-            state = convert_levit_checkpoint(load_checkpoint_file(cfg['checkpoint']), self)
-            missing, unexpected = self.load_state_dict(state, strict=False)
-            print_log(f'LeViT: loaded {cfg["checkpoint"]} (missing {missing}, unexpected {unexpected})',
-                      logger='current')
-            self._is_init = True
-            return
-        super().init_weights()
+    def resize_pretrained_tensor(self, key, tensor, shape):
+        """Attention biases trained on another (square) grid -> this model's grid."""
+        if not key.endswith('attention_biases') or tensor.dim() != 2 or tensor.shape[0] != shape[0]:
+            return None
+        side = math.isqrt(tensor.shape[1])
+        if side * side != tensor.shape[1]:
+            return None
+        module = self.get_submodule(key.rsplit('.', 1)[0])
+        table = resize_offset_table(tensor.view(tensor.shape[0], side, side), module.resolution, 'interpolate')
+        return table.reshape(shape)
 
     # --- forward -----------------------------------------------------------------------------------
     def _emit(self, level: int, x: torch.Tensor, hw=None) -> torch.Tensor:
@@ -810,5 +813,42 @@ def convert_levit_checkpoint(checkpoint: Dict, model: Optional[LeViT] = None) ->
         own = model.state_dict()
         for key in [k for k in out if k.startswith(('head.', 'head_dist.'))]:
             if key not in own or own[key].shape != out[key].shape:
+                del out[key]
+    return out
+
+
+def adapt_levit_armour(state: Dict[str, torch.Tensor], model: LeViT) -> Dict[str, torch.Tensor]:
+    """Warm-start Armour / Armour+ attentions from a softmax LeViT state dict (ours layout).
+
+    Per head a softmax projection holds [q | k | v]; Armour's holds [q | k | v_own] with
+    v = [q | v_own], Armour+'s [q | k] with v = [q | k]. The shared q is taken from the first
+    ``key_dim`` channels of the value projection (so v starts as the softmax model's v), k from k and
+    v_own from the rest of v. The BatchNorm statistics follow their channels. Returns a state dict
+    whose ``origin`` names the source of every tensor it builds.
+    """
+    from ..checkpoint.loading import ConvertedState
+    out = ConvertedState(state)
+    for name, module in model.named_modules():
+        if not isinstance(module, LeViTAttention) or module.attention == 'softmax':
+            continue
+        src = f'{name}.qkv.'
+        weight = state.get(src + 'linear.weight')
+        kd, val, heads = module.key_dim, module.val_dim, module.num_heads
+        if weight is None or weight.shape[0] != heads * (2 * kd + val):
+            continue  # not a softmax projection: already Armour, or absent
+        # Per head the softmax rows are q: [0, kd), k: [kd, 2kd), v: [2kd, 2kd + val).
+        per_head = [torch.arange(2 * kd, 3 * kd), torch.arange(kd, 2 * kd)]  # q <- v[:kd], k <- k
+        if module.attention == 'armour':
+            per_head.append(torch.arange(3 * kd, 2 * kd + val))  # v_own <- v[kd:]
+        index = torch.cat([torch.cat(per_head) + h * (2 * kd + val) for h in range(heads)])
+        dst = f'{name}.{"qk" if module.attention == "armour_plus" else "qkv"}.'
+        for leaf in ('linear.weight', 'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var'):
+            if src + leaf in state:
+                out[dst + leaf] = state[src + leaf].index_select(0, index)
+                out.origin[dst + leaf] = src + leaf
+        if src + 'bn.num_batches_tracked' in state:
+            out[dst + 'bn.num_batches_tracked'] = state[src + 'bn.num_batches_tracked']
+        if dst != src:
+            for key in [k for k in out if k.startswith(src)]:
                 del out[key]
     return out

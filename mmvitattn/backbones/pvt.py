@@ -161,39 +161,21 @@ class PVT(BackboneBase):
             for i in range(self.num_stages):
                 trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=0.02)
 
-    def init_weights(self):
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+    def convert_pretrained_state(self, state):
+        """timm's ``pvt_v2_*`` / the official PVTv2 layout -> ours (see :func:`convert_timm_pvt_v2`)."""
+        return convert_timm_pvt_v2(state, model=self)
 
-    def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = False):
-        """Load a checkpoint (path, URL or state dict) in our/the official layout or timm's
-        ``pvt_v2_*`` layout (converted by :func:`convert_timm_pvt_v2`; ``.safetensors`` files as
-        timm publishes them are read too). ``head`` is skipped when this model has none or another
-        class count. Returns ``(missing, unexpected)`` key lists (also logged)."""
-        from mmengine.logging import print_log
-        if isinstance(checkpoint, str):
-            if checkpoint.endswith('.safetensors'):
-                from safetensors.torch import load_file
-                checkpoint = load_file(checkpoint, device='cpu')
-            else:
-                from mmengine.runner.checkpoint import CheckpointLoader
-                checkpoint = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        for name in ('state_dict', 'model', 'module'):
-            if isinstance(checkpoint.get(name), dict):
-                checkpoint = checkpoint[name]
-        state_dict = {(k[7:] if k.startswith('module.') else k): v for k, v in checkpoint.items()}
-        if prefix:
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        state_dict = convert_timm_pvt_v2(state_dict, model=self)
-        result = self.load_state_dict(state_dict, strict=strict)
-        print_log(f'{type(self).__name__}: loaded checkpoint; missing keys: {result.missing_keys}, '
-                  f'unexpected keys: {result.unexpected_keys}', logger='current')
-        return result.missing_keys, result.unexpected_keys
+    def resize_pretrained_tensor(self, key, tensor, shape):
+        """``pos_embed{i}`` trained on another (square) grid -> this model's grid."""
+        m = re.fullmatch(r'pos_embed(\d)', key)
+        if m is None or tensor.dim() != 3:
+            return None
+        side = math.isqrt(tensor.shape[1])
+        if side * side + 1 == tensor.shape[1]:
+            tensor = tensor[:, 1:]  # PVTv1's last stage carries a cls-token slot; we pool instead
+        elif side * side != tensor.shape[1]:
+            return None
+        return resize_pos_embed(tensor, (side, side), self.pos_grids[int(m.group(1)) - 1])
 
     def stage_modules(self, index: int):
         items = [getattr(self, f'patch_embed{index + 1}'), getattr(self, f'block{index + 1}')]

@@ -26,12 +26,12 @@ of the window, shifts *before* padding, so its windows there differ from the off
 ``attn_cfgs=dict(swin_window=dict(shift_first=True))`` reproduces timm's order; with it (or on maps
 that are multiples of the window) our stage outputs equal timm's to float rounding.
 """
+import math
 import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from torch import nn
 
 from ..attention import ATTENTIONS
@@ -176,13 +176,6 @@ def convert_timm_swin(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Te
     return out
 
 
-def _unwrap_checkpoint(checkpoint) -> Dict[str, torch.Tensor]:
-    for name in ('state_dict', 'model', 'module'):
-        if isinstance(checkpoint, dict) and name in checkpoint and isinstance(checkpoint[name], dict):
-            checkpoint = checkpoint[name]
-    return dict(checkpoint)
-
-
 # --------------------------------------------------------------------------------------------
 # The backbone
 # --------------------------------------------------------------------------------------------
@@ -309,43 +302,18 @@ class Swin(BackboneBase):
         init_transformer_weights(self)
 
     # ---------------------------------------------------------------- checkpoints
-    def init_weights(self):
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+    def convert_pretrained_state(self, state):
+        """timm's Swin layout -> the official one used here; derived buffers are dropped."""
+        state = convert_timm_swin(state) if is_timm_layout(state) else state
+        return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] not in DROPPED_BUFFERS}
 
-    def load_pretrained(self, checkpoint, prefix: Optional[str] = None, strict: bool = False):
-        """Load an official (InLine-)Swin or timm Swin checkpoint (a path/URL or a state dict).
+    def resize_pretrained_tensor(self, key, tensor, shape):
+        """A relative-position table of another window (e.g. the 384 models' 12) -> this window."""
+        if not key.endswith('relative_position_bias_table') or tensor.dim() != 2 or tensor.shape[1] != shape[1]:
+            return None
+        window = (math.isqrt(shape[0]) + 1) // 2
+        return resize_relative_position_table(tensor, window)
 
-        The checkpoint's ``relative_position_index`` / ``attn_mask`` buffers are dropped,
-        relative-position tables of another window are resized, timm's layout is converted,
-        ``norm`` / ``head`` are skipped when this model has none (``num_classes=0``) or the head
-        has another class count. Returns ``(missing, unexpected)`` key lists (also logged).
-        """
-        if isinstance(checkpoint, str):
-            from mmengine.runner.checkpoint import CheckpointLoader
-            checkpoint = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-        state_dict = _unwrap_checkpoint(checkpoint)
-        if prefix:
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        state_dict = {(k[7:] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-        if is_timm_layout(state_dict):
-            state_dict = convert_timm_swin(state_dict)
-        own = {k: v.shape for k, v in self.state_dict().items()}
-        skipped = [k for k in state_dict
-                   if k.split('.', 1)[0] in ('norm', 'head') and own.get(k) != state_dict[k].shape]
-        for key in skipped:
-            del state_dict[key]
-        result = self.load_state_dict(state_dict, strict=strict)
-        print_log(f'Swin: loaded checkpoint; missing keys: {result.missing_keys}, unexpected keys: '
-                  f'{result.unexpected_keys}, skipped: {skipped}', logger='current')
-        return result.missing_keys, result.unexpected_keys
-
-    # ---------------------------------------------------------------- stages
     def stage_modules(self, index: int):
         items = [self.patch_embed if index == 0 else self.layers[index - 1].downsample,
                  self.layers[index].blocks]

@@ -25,7 +25,6 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
@@ -303,19 +302,10 @@ class ViT(BackboneBase):
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
 
-    def init_weights(self):
-        """``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads through the converter."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_checkpoint_file
-            ckpt = load_checkpoint_file(cfg['checkpoint'], map_location='cpu')
-            state = convert_vit_checkpoint(ckpt, self, prefix=cfg.get('prefix'))
-            missing, unexpected = self.load_state_dict(state, strict=False)
-            print_log(f'ViT: loaded {cfg["checkpoint"]}; missing keys: {missing}; unexpected keys: {unexpected}',
-                      logger='current')
-            self._is_init = True
-            return
-        super().init_weights()
+    def convert_pretrained_state(self, state):
+        """DeiT / InLine-DeiT / timm layouts -> ours, position embedding resized (see
+        :func:`convert_vit_checkpoint`)."""
+        return convert_vit_checkpoint(state, self)
 
     # ----------------------------------------------------------------- backbone conventions
     def stage_modules(self, index: int):

@@ -9,6 +9,7 @@ off for every file the process reads. A file that needs anything else is refused
 that names what it wanted; running arbitrary pickled code is an explicit opt-in
 (``allow_unsafe=True`` or the environment variable ``MMVITATTN_ALLOW_UNSAFE_PICKLE=1``).
 """
+import argparse
 import collections
 import os
 import pickle
@@ -24,8 +25,13 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """The file would unpickle objects outside the allow-list; nothing from it was used."""
 
 
+class CheckpointReadError(ValueError):
+    """The file is not a checkpoint that can be read (truncated, empty, another format)."""
+
+
 def allowed_globals() -> List[Any]:
-    """Classes and functions a checkpoint may reference: mmengine's log buffer and numpy values."""
+    """Classes and functions a checkpoint may reference: mmengine's log buffer, numpy values, the
+    configs saved by the InLine releases (yacs) and by timm's training script (argparse)."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
@@ -36,7 +42,8 @@ def allowed_globals() -> List[Any]:
     dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32,
                                                   np.int8, np.uint8, np.bool_)]
     return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes,
-            (history_buffer_getattr, 'builtins.getattr'), (InertConfig, 'yacs.config.CfgNode')]
+            (history_buffer_getattr, 'builtins.getattr'), (InertConfig, 'yacs.config.CfgNode'),
+            argparse.Namespace]  # timm's training script saves its arguments
 
 
 class InertConfig:
@@ -68,7 +75,11 @@ def unsafe_allowed(allow_unsafe: Optional[bool]) -> bool:
 
 
 def load_checkpoint_file(path: str, map_location='cpu', allow_unsafe: Optional[bool] = None):
-    """Load a checkpoint file without running pickled code (unless explicitly allowed)."""
+    """Load a checkpoint file without running pickled code (unless explicitly allowed).
+
+    Errors name the file: :class:`UnsafeCheckpointError` when its pickle references anything
+    outside the allow-list, :class:`CheckpointReadError` when it is truncated or not a checkpoint.
+    """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
@@ -76,13 +87,30 @@ def load_checkpoint_file(path: str, map_location='cpu', allow_unsafe: Optional[b
         with torch.serialization.safe_globals(allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if unsafe_allowed(allow_unsafe):
-            return torch.load(path, map_location=map_location, weights_only=False)
-        wanted = re.findall(r'GLOBAL ([\w.]+)', str(err)) or ['an object outside the allow-list']
-        raise UnsafeCheckpointError(
-            f'refused to load {path}: its pickle references {", ".join(sorted(set(wanted)))}, which '
-            f'is not tensor data and could run code. Nothing was executed. If you trust the file, '
-            f'pass allow_unsafe=True or set {UNSAFE_ENV}=1.') from None
+        wanted = re.findall(r'GLOBAL ([\w.]+)', str(err))
+        if not unsafe_allowed(allow_unsafe):
+            if not wanted:
+                raise _read_error(path, err) from None
+            raise UnsafeCheckpointError(
+                f'refused to load {path}: its pickle references {", ".join(sorted(set(wanted)))}, which '
+                f'is not tensor data and could run code. Nothing was executed. If you trust the file, '
+                f'pass allow_unsafe=True or set {UNSAFE_ENV}=1.') from None
+    except Exception as err:  # torch reports damaged files as OSError, EOFError, RuntimeError, KeyError...
+        raise _read_error(path, err) from None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise _read_error(path, err) from None
+
+
+def _read_error(path: str, err: Exception) -> CheckpointReadError:
+    detail = str(err).strip().splitlines()
+    detail = next((line for line in detail if 'WeightsUnpickler error' not in line and line.strip()), '')
+    if 'Unsupported operand' in str(err):
+        detail = re.search(r'Unsupported operand \d+', str(err)).group(0)
+    return CheckpointReadError(
+        f'could not read checkpoint {path}: the file is truncated, empty or not a PyTorch checkpoint '
+        f'({type(err).__name__}{": " + detail[:200] if detail else ""})')
 
 
 def register_with_mmengine() -> None:

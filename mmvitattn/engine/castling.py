@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from ..attention.castling import CastlingAttention
 from ..registry import HOOKS
@@ -68,6 +69,27 @@ def stage_name(module_name: str) -> str:
 
 
 @HOOKS.register_module()
+def set_castling_aux(modules, coef: float, threshold: Optional[float] = None,
+                     l1_weight: Optional[float] = None) -> int:
+    """Set the auxiliary branch's coefficient (and optionally threshold and L1 weight) on
+    ``modules``: a model (every CastlingAttention with the branch on) or CastlingAttention
+    modules. What the hook does every iteration; call it from any other training loop (e.g. timm's,
+    per epoch). Returns how many modules were set."""
+    if isinstance(modules, nn.Module):
+        modules = CastlingAuxScheduleHook.find_modules(modules).values()
+    count = 0
+    for m in modules:
+        m.aux_coef = coef
+        if threshold is not None:
+            m.aux_threshold = threshold
+        if l1_weight is not None:
+            m.aux_l1_weight = l1_weight
+        m.last_mask_density = None
+        m.last_aux_l1 = None
+        count += 1
+    return count
+
+
 class CastlingAuxScheduleHook(Hook):
     """Anneal the auxiliary masked softmax branch of every ``CastlingAttention(aux_softmax=True)``.
 
@@ -190,14 +212,8 @@ class CastlingAuxScheduleHook(Hook):
     def apply(self, iteration: int) -> float:
         """Set coefficient, threshold and L1 weight for ``iteration`` on every module."""
         coef = self.coef_at(iteration, self._max_iters)
-        tau = self.threshold_at(iteration, self._max_iters)
-        for m in self._modules.values():
-            m.aux_coef = coef
-            if tau is not None:
-                m.aux_threshold = tau
-            m.aux_l1_weight = self.l1_weight
-            m.last_mask_density = None
-            m.last_aux_l1 = None
+        set_castling_aux(self._modules.values(), coef, self.threshold_at(iteration, self._max_iters),
+                         self.l1_weight)
         return coef
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -322,16 +322,20 @@ def test_classifier_head_and_pretrained_loading(tmp_path):
     own = backbone.state_dict()
     torch.testing.assert_close(own['layers.2.blocks.5.attn.residual.2.weight'],
                                checkpoint['layers.2.blocks.5.attn.residual.2.weight'])
-    missing, unexpected = backbone.load_pretrained(str(path))
-    assert unexpected == [] and all(k.startswith('out_norm') for k in missing)
+    report = backbone.load_pretrained(str(path))
+    assert report.new and all(k.startswith('out_norm') for k in report.new)
+    assert {k.split('.')[0] for k in report.dropped} == {'head', 'norm', 'layers'}
+    assert all(k.endswith(('relative_position_index', 'attn_mask')) for k in report.dropped if k.startswith('layers'))
 
 
 def test_timm_state_dict_loads_through_load_pretrained():
     timm = pytest.importorskip('timm')
     reference = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False)
     backbone = SoftmaxSwin(arch='t')
-    missing, unexpected = backbone.load_pretrained({'state_dict': reference.state_dict()})
-    assert missing == [] and unexpected == []
+    report = backbone.load_pretrained({'state_dict': reference.state_dict()})
+    # SoftmaxSwin(num_classes=0) is a backbone: timm's final norm and classifier are not used.
+    assert report.new == [] and set(report.dropped) == {'norm.weight', 'norm.bias', 'head.fc.weight', 'head.fc.bias'}
+    assert report.converted['layers.0.downsample.reduction.weight'] == 'layers.1.downsample.reduction.weight'
     torch.testing.assert_close(backbone.layers[0].downsample.reduction.weight,
                                reference.layers[1].downsample.reduction.weight)
 
