@@ -3,7 +3,14 @@
 # configs replace the backbone and the FPN input widths, and adjust the decay where their recipe
 # differs.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvitattn', 'mmvitattn.models'], allow_failed_imports=False)
+
+# The stock preprocessor, plus the batch's pixel padding mask handed to the backbone, so an image
+# gets the same features whatever it is batched with.
+model = dict(data_preprocessor=dict(type='mmvitattn.PadMaskDetDataPreprocessor'))
+
+# Checkpoints carry torch's random state so that --resume continues exactly where the run stopped.
+custom_hooks = [dict(type='mmvitattn.RNGStateHook')]
 
 # No weight decay on position embeddings, cls tokens, relative-position / attention biases and
 # norms; keys that name no parameter of a backbone are simply unused.

@@ -2,7 +2,14 @@
 # every mmvitattn UperNet config shares: AdamW, lr 6e-5, weight decay 0.01, linear warm-up for
 # 1500 iterations then poly decay. Family configs replace the backbone and the head input widths.
 _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvitattn', 'mmvitattn.models'], allow_failed_imports=False)
+
+# The stock preprocessor, plus the batch's pixel padding mask handed to the backbone (see the
+# detection bases).
+model = dict(data_preprocessor=dict(type='mmvitattn.PadMaskSegDataPreProcessor'))
+
+# Checkpoints carry torch's random state so that --resume continues exactly where the run stopped.
+custom_hooks = [dict(type='mmvitattn.RNGStateHook')]
 
 # No weight decay on position embeddings, cls tokens, relative-position / attention biases and
 # norms; keys that name no parameter of a backbone are simply unused.

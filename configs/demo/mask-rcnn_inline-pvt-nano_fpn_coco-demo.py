@@ -31,6 +31,7 @@ model = dict(
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='mmvitattn.CheckImageShape'),  # the annotation's size must be the image's
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
@@ -38,6 +39,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='mmvitattn.CheckImageShape'),  # the annotation's size must be the image's
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -20,5 +20,6 @@ model = dict(
 # From then on the model trains exactly as it is evaluated.
 custom_hooks = [
     dict(type='mmvitattn.CastlingAuxScheduleHook', begin=0, end=0.5, schedule='cosine', start_coef=1.0,
-         threshold=(0.02, 0.05), l1_weight=0.0)
+         threshold=(0.02, 0.05), l1_weight=0.0),
+    dict(type='mmvitattn.RNGStateHook'),  # the base's hook (a list replaces the base's list)
 ]

@@ -79,8 +79,20 @@ class CastlingAttention(QKVMixer):
         y = const + (q_hat @ (k_hat.transpose(-2, -1) @ v)) / math.pi
         if self.aux_active:
             y = y + self.aux_coef * self.masked_softmax(q, k, v, pad_mask)
-        y = F.normalize(y, dim=-1) + self.dconv(v)
+        y = F.normalize(y, dim=-1) + self.token_conv(v, pad_mask)
         return self.output(self.merge_heads(y))
+
+    def token_conv(self, v: torch.Tensor, pad_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """dconv along the token axis. With padding, each image's real tokens are first packed
+        to the front in their order (padded tokens, zeros in ``v``, behind them), so the kernel
+        sees the sequence the image has alone (a padded row would otherwise sit between two of
+        its rows), then the result is put back in place."""
+        if pad_mask is None:
+            return self.dconv(v)
+        order = torch.argsort(pad_mask.to(torch.int8), dim=1, stable=True)  # real tokens first
+        index = order[:, None, :, None].expand_as(v)
+        packed = self.dconv(v.gather(2, index))
+        return torch.empty_like(packed).scatter_(2, index, packed)
 
     def masked_softmax(self, q, k, v, pad_mask):
         """sum_j S_ij v_j with S = A * [A > tau], A = softmax(s q k^T) over real keys, computed

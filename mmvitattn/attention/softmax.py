@@ -25,7 +25,8 @@ class SpatialReductionAttention(TokenMixer):
     """PVT's spatial-reduction attention: keys and values come from the token map shrunk by a
     strided ``sr_ratio`` x ``sr_ratio`` conv (then LayerNorm); ``sr_ratio=1`` is global softmax.
 
-    With a padding mask a reduced token counts as padded when every token under it is padded.
+    With a padding mask a reduced token is a key only when every token under it is real: alone,
+    the strided conv drops the rows/columns that do not fill a whole ``sr_ratio`` cell.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, sr_ratio: int = 1,
@@ -59,8 +60,11 @@ class SpatialReductionAttention(TokenMixer):
             reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
             kv_in = torch.cat([x[:, :prefix], reduced], dim=1)
             if pad_mask is not None:
-                real = (~pad_mask[:, prefix:]).reshape(b, 1, h, w).float()
-                reduced_pad = F.max_pool2d(real, r, r).flatten(1) == 0
+                padded = pad_mask[:, prefix:].reshape(b, 1, h, w).float()
+                reduced_pad = F.max_pool2d(padded, r, r).flatten(1) > 0
+                if bool(reduced_pad.all(dim=1).any()):
+                    raise ValueError(f'an image of the batch has a real token map smaller than '
+                                     f'sr_ratio={r} in height or width')
                 kv_pad = torch.cat([pad_mask[:, :prefix], reduced_pad], dim=1)
         kv = self.kv(kv_in).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)

@@ -85,9 +85,10 @@ class ShiftedWindowAttention(TokenMixer):
             Swin does, instead of after (the official detection code and mmdet). Only matters
             where a shifted map is not a multiple of the window; for timm-trained weights.
 
-    ``pad_mask`` is accepted and ignored: as in the official Swin, the zeros that pad a map to
-    a multiple of the window take part in the window softmax, and so do batch-padding tokens.
-    Full padding invariance for window attention is later work.
+    Batch padding (``pad_mask``, bottom/right as mmdet/mmseg pad): every image is attended over
+    its own real map, with the window, shift, run-time padding and shift mask it gets alone
+    (images of one valid size are processed together). Within an image, as in the official Swin,
+    the zeros that pad its map to a multiple of the window take part in the window softmax.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: bool = False,
@@ -137,6 +138,28 @@ class ShiftedWindowAttention(TokenMixer):
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if check_tokens(x, hw, pad_mask):
             raise ValueError('swin_window attention takes a plain token map without prefix tokens')
+        if pad_mask is None:
+            return self.attend(x, hw)
+        # Windows, shift and shift mask depend on the map size, so an image is attended over its
+        # own real map: the result it gets alone. Padded tokens' outputs are zero.
+        b, _, c = x.shape
+        real = ~pad_mask.reshape(b, *hw)
+        sizes = torch.stack([real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)], dim=1).tolist()
+        out = x.new_zeros(b, *hw, c)
+        grid = x.reshape(b, *hw, c)
+        groups = {}
+        for i, size in enumerate(map(tuple, sizes)):
+            groups.setdefault(size, []).append(i)
+        for (h, w), idx in groups.items():
+            if h == 0 or w == 0:
+                continue
+            sel = torch.tensor(idx, device=x.device)
+            crop = grid[sel, :h, :w].reshape(len(idx), h * w, c)
+            out[sel, :h, :w] = self.attend(crop, (h, w)).reshape(len(idx), h, w, c)
+        return out.reshape(b, -1, c)
+
+    def attend(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """(Shifted) window attention over a whole (B, H*W, C) map (no batch padding)."""
         b, _, c = x.shape
         h, w = hw
         (wh, ww), (sh, sw) = self.window_and_shift(hw)

@@ -280,7 +280,7 @@ class ConvStem(nn.Sequential):
                 pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
         x = self[0](x)
         hw = (x.shape[2], x.shape[3])
-        return self[2](self[1](x).transpose(1, 2)), hw, downsample_pad_mask(pad_mask, hw)
+        return self[2](self[1](x).transpose(1, 2)), hw, downsample_pad_mask(pad_mask, hw, 4)
 
 
 class MergeBlock(nn.Module):
@@ -445,7 +445,9 @@ class CSwin(BackboneBase):
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps
-        at strides 4, 8, 16, 32 (sizes ceil(H/s) x ceil(W/s))."""
+        at strides 4, 8, 16, 32 (sizes ceil(H/s) x ceil(W/s)). Without ``pad_mask`` the mask our
+        data preprocessors attach to ``x`` is used (if any)."""
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:

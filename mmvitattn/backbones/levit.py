@@ -50,8 +50,13 @@ The default ``(2, 3, 4)`` gives the three stage maps (UperNet / 3-level necks); 
 or ``(1, 2, 3, 4)`` feed a 5- or 4-input FPN. Inputs are zero-padded on the bottom/right up to a
 multiple of 16; the stride-32/64 maps are ``ceil`` of half the previous one (LeViT subsamples
 queries at even positions). ``frozen_stages``: 0 freezes the stem, k >= 1 the stem and the first k
-stages. The padding mask is accepted and ignored for now: BatchNorm batch statistics, the stem's
-convolutions and global attention all see batch padding, so padding invariance is later work.
+stages.
+
+Batch padding (``pad_mask``): the stem zeroes every conv's input beyond each image's own
+(16-rounded) extent, padded tokens are no keys, each image's attention bias is made for its own
+key grid, and padded positions of the returned maps are zero, so in eval mode an image gets the
+features it gets alone. In training mode BatchNorm's batch statistics still include padded
+positions (as any BatchNorm backbone's do).
 
 Attribute names follow timm's linear-mode ``levit_*`` models, so their state dicts load after
 :func:`convert_levit_checkpoint`, which also reads timm's conv-mode ``levit_conv_*`` and the
@@ -72,7 +77,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
-from .common import BackboneBase, check_out_indices, per_stage
+from .common import BackboneBase, check_out_indices, per_stage, valid_sizes
 
 # The released LeViT sizes (key_dim is shared by every attention of a model).
 LEVIT_ARCHS = {
@@ -208,6 +213,26 @@ class _BiasedAttention(nn.Module):
         bias = table[:, dy[:, None, :, None], dx[None, :, None, :]]  # (heads, Hq, Wq, Hk, Wk)
         return bias.reshape(table.shape[0], dy.shape[0] * dx.shape[0], kh * kw)
 
+    def batch_bias(self, key_hw: Tuple[int, int], key_pad: Optional[torch.Tensor]) -> torch.Tensor:
+        """The additive attention mask: the bias, plus -inf on padded keys. Without padding the
+        shared (heads, Nq, Nk) bias; with padding (B, heads, Nq, Nk), each image's bias made for
+        its own key grid (the bias is resized to the grid, so it is the one the image gets alone)."""
+        if key_pad is None:
+            return self.attention_bias(key_hw)
+        kh, kw = key_hw
+        s = self.q_stride
+        heads = self.attention_biases.shape[0]
+        out = self.attention_biases.new_zeros(key_pad.shape[0], heads, (kh - 1) // s + 1, (kw - 1) // s + 1,
+                                              kh, kw)
+        cache = {}
+        for i, (h, w) in enumerate(valid_sizes(key_pad, key_hw)):
+            if (h, w) not in cache:
+                cache[h, w] = self.attention_bias((h, w)).reshape(heads, (h - 1) // s + 1, (w - 1) // s + 1, h, w)
+            bias = cache[h, w]
+            out[i, :, :bias.shape[1], :bias.shape[2], :h, :w] = bias
+        out = out.reshape(out.shape[0], heads, -1, kh * kw)
+        return out.masked_fill(key_pad[:, None, None, :], float('-inf'))
+
     def extra_repr(self) -> str:
         return f'trained_grid={self.resolution}, bias_mode={self.bias_mode!r}'
 
@@ -254,7 +279,7 @@ class LeViTAttention(_BiasedAttention):
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Tokens (B, H*W, C) over the grid ``hw``; ``pad_mask`` is accepted and ignored (see module doc)."""
+        """Tokens (B, H*W, C) over the grid ``hw``; padded tokens (``pad_mask``) are no keys."""
         b, n, _ = x.shape
         if hw[0] * hw[1] != n:
             raise ValueError(f'token map {hw[0]}x{hw[1]} needs {hw[0] * hw[1]} tokens, got {n}')
@@ -268,7 +293,7 @@ class LeViTAttention(_BiasedAttention):
             v = torch.cat([q, v_own], dim=-1)
         else:
             v = torch.cat([q, k], dim=-1)
-        bias = self.attention_bias(hw).to(q.dtype)
+        bias = self.batch_bias(hw, pad_mask).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(y.transpose(1, 2).reshape(b, n, -1))
 
@@ -325,7 +350,7 @@ class LeViTShrinkAttention(_BiasedAttention):
             [self.key_dim, self.val_dim], dim=-1)
         q = self.q(x, hw)
         q = q.view(b, q.shape[1], self.num_heads, self.key_dim).transpose(1, 2)
-        bias = self.attention_bias(hw).to(q.dtype)
+        bias = self.batch_bias(hw, pad_mask).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(y.transpose(1, 2).reshape(b, q.shape[2], -1))
 
@@ -613,8 +638,14 @@ class LeViT(BackboneBase):
         extra_h, extra_w = -x.shape[2] % STEM_STRIDE, -x.shape[3] % STEM_STRIDE
         if extra_h or extra_w:
             x = F.pad(x, (0, extra_w, 0, extra_h))
+            if pad_mask is not None:
+                pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
         outs = {}
-        x, stem_maps = self.stem(x)
+        if pad_mask is None:
+            x, stem_maps = self.stem(x)
+            token_pad = None
+        else:
+            x, stem_maps, token_pad = self.masked_stem(x, pad_mask)
         for level, m in enumerate(stem_maps):
             if level in self.out_indices:
                 outs[level] = self._emit(level, m)
@@ -624,17 +655,46 @@ class LeViT(BackboneBase):
             if i + 2 > last_level:
                 break
             if i > 0:
-                tokens = self.run_block(stage.downsample, tokens, hw, None)
-                hw = stage.downsample.attn_downsample.out_hw(hw)
+                tokens = self.run_block(stage.downsample, tokens, hw, token_pad)
+                new_hw = stage.downsample.attn_downsample.out_hw(hw)
+                if token_pad is not None:  # queries sit on the even rows/columns
+                    token_pad = token_pad.reshape(-1, *hw)[:, ::2, ::2].reshape(token_pad.shape[0], -1)
+                hw = new_hw
             for block in stage.blocks:
-                tokens = self.run_block(block, tokens, hw, None)
+                tokens = self.run_block(block, tokens, hw, token_pad)
             if i + 2 in self.out_indices:
-                outs[i + 2] = self._emit(i + 2, tokens, hw)
+                out = tokens if token_pad is None else tokens * ~token_pad[..., None]
+                outs[i + 2] = self._emit(i + 2, out, hw)
         return tokens, hw, outs
 
+    def masked_stem(self, x: torch.Tensor, pad_mask: torch.Tensor):
+        """The stem for a padded batch. Alone, an image is zero-padded to a multiple of 16 and
+        those zeros are part of its input, so its stem-valid region is its size rounded up to 16;
+        beyond it, each conv's input must be zero (the conv's own zero padding alone). Returns the
+        stride-16 map, the stride-4/8 maps (zero beyond the valid region) and the token mask."""
+        real = ~pad_mask
+        rows, cols = real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)
+        rows = -(-rows // STEM_STRIDE) * STEM_STRIDE
+        cols = -(-cols // STEM_STRIDE) * STEM_STRIDE
+        stem = self.stem
+        maps = []
+        for i in range(4):
+            x = getattr(stem, f'conv{i + 1}')(x)
+            if i < 3:
+                x = getattr(stem, f'act{i + 1}')(x)
+            scale = 2**(i + 1)
+            keep = ((torch.arange(x.shape[2], device=x.device)[None, :, None] < (rows // scale)[:, None, None])
+                    & (torch.arange(x.shape[3], device=x.device)[None, None, :] < (cols // scale)[:, None, None]))
+            x = x * keep[:, None].to(x.dtype)
+            if i in (1, 2):
+                maps.append(x)
+        return x, tuple(maps), ~keep.flatten(1)
+
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """Images (B, C, H, W) -> tuple of NCHW maps for ``out_indices``. ``pad_mask`` (B, H, W) is
-        accepted for interface compatibility and ignored (see the module docstring)."""
+        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded; default: the mask our
+        data preprocessors attach to ``x``] -> tuple of NCHW maps for ``out_indices``. With a mask,
+        in eval mode, an image gets the features it gets alone (see the module docstring)."""
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
         _, _, outs = self.forward_levels(x, max(self.out_indices), pad_mask)
         return tuple(outs[i] for i in self.out_indices)
 

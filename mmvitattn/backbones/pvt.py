@@ -17,7 +17,7 @@ from torch import nn
 
 from ..registry import MODELS
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
-                     per_stage, resize_pos_embed)
+                     per_stage, resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -191,10 +191,16 @@ class PVT(BackboneBase):
         """Yield (stage input for the next stage, NCHW map to return) for every stage, in order."""
         if x.dim() != 4:
             raise ValueError(f'PVT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
+        self.check_input_size(tuple(x.shape[2:]))
         for i in range(self.num_stages):
             tokens, hw, token_pad = getattr(self, f'patch_embed{i + 1}')(x, pad_mask)
             if self.use_pos_embed:
-                tokens = tokens + resize_pos_embed(getattr(self, f'pos_embed{i + 1}'), self.pos_grids[i], hw)
+                pos_embed = getattr(self, f'pos_embed{i + 1}')
+                if token_pad is None:
+                    tokens = tokens + resize_pos_embed(pos_embed, self.pos_grids[i], hw)
+                else:  # each image's embedding resized to its own grid, as when it runs alone
+                    tokens = tokens + resize_pos_embed_per_image(pos_embed, self.pos_grids[i], hw,
+                                                                 valid_sizes(token_pad, hw))
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
             if self.stage_norm:
@@ -213,8 +219,26 @@ class PVT(BackboneBase):
             # ops that assume NCHW memory) silently read such tensors wrongly.
             yield x, out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
 
+    def check_input_size(self, hw) -> None:
+        """Stage i's map is ceil(H / 2^(i+2)) x ceil(W / 2^(i+2)); a spatial-reduction stage needs
+        it at least ``sr_ratio`` wide. Checked before any work, with the size the input needs."""
+        for i in range(self.num_stages):
+            blocks = getattr(self, f'block{i + 1}')
+            r = getattr(blocks[0].attn, 'sr_ratio', 1) if len(blocks) else 1
+            stride = 4 * 2**i
+            side = [-(-n // stride) for n in hw]
+            if r > 1 and min(side) < r:
+                raise ValueError(f'input {hw[0]}x{hw[1]} is too small for {type(self).__name__}: stage {i + 1} '
+                                 f'(stride {stride}) gets a {side[0]}x{side[1]} token map, smaller than its '
+                                 f'sr_ratio={r}; the input needs at least {stride * (r - 1) + 1} pixels per side')
+
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps."""
+        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded; default: the mask our
+        data preprocessors attach to ``x``] -> tuple of NCHW maps."""
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
+        if pad_mask is not None:  # every image of the batch must fit on its own
+            real = ~pad_mask
+            self.check_input_size((int(real.any(dim=2).sum(dim=1).min()), int(real.any(dim=1).sum(dim=1).min())))
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:

@@ -348,11 +348,13 @@ class Swin(BackboneBase):
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
 
-        The mask reaches every block as a token mask: global mixers (InLine, Castling, Armour,
-        softmax) leave padded tokens out of their sums and means, and padded positions leave each
-        stage as zeros. Shifted-window blocks accept and ignore it (as the official Swin), so only
-        models without window blocks are fully invariant to batch padding.
+        Without ``pad_mask`` the mask our data preprocessors attach to ``x`` is used (if any). It
+        reaches every block as a token mask: global mixers (InLine, Castling, Armour, softmax)
+        leave padded tokens out of their sums and means, shifted-window blocks attend over each
+        image's own map, and padded positions leave each stage as zeros (what patch merging pads
+        with when the image runs alone), so an image gets the features it gets alone.
         """
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
         return self.select_outputs(feat for _, _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:

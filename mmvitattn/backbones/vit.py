@@ -29,7 +29,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..registry import MODELS
-from .common import BackboneBase, Block, PatchEmbed, init_transformer_weights, per_stage, resize_pos_embed
+from .common import (BackboneBase, Block, PatchEmbed, downsample_pad_mask, init_transformer_weights, per_stage,
+                     resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -116,10 +117,10 @@ class ViT(BackboneBase):
             with the safe loader; anything else goes to mmengine.
 
     ``forward(x, pad_mask=None)``: images (B, C, H, W) and an optional pixel mask (B, H, W),
-    True = batch padding. Padded tokens are excluded from the attention's sums/means/softmax
-    and zeroed in the returned maps. Exact invariance to batch padding is not possible for a
-    ViT with a resized absolute position embedding (the grid, hence the embedding, depends on
-    the padded size); windowed softmax attentions may ignore the mask.
+    True = batch padding (default: the mask our data preprocessors attach to ``x``). Padded
+    tokens are excluded from the attention's sums/means/softmax, each image's position
+    embedding is resized to its own grid, pyramid max-pools ignore padded positions, and padded
+    positions are zero in the returned maps: an image gets the features it gets alone.
     """
     default_attention: Optional[str] = None
     arch_family = 'deit'
@@ -329,8 +330,14 @@ class ViT(BackboneBase):
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
             if token_pad is not None:
                 token_pad = F.pad(token_pad, (self.num_prefix_tokens, 0), value=False)
-        pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw, self.num_prefix_tokens,
+        if token_pad is None:
+            pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw, self.num_prefix_tokens,
                                    self.interpolate_mode, self.interpolate_antialias)
+        else:
+            # Each image gets the embedding resized to its own grid, as when it runs alone.
+            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, valid_sizes(token_pad, hw),
+                                             self.num_prefix_tokens, mode=self.interpolate_mode,
+                                             antialias=self.interpolate_antialias)
         return tokens + pos, hw, token_pad
 
     def forward_blocks(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None, stop: Optional[int] = None):
@@ -357,12 +364,18 @@ class ViT(BackboneBase):
         return grid.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps."""
+        """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
+
+        Without ``pad_mask`` the mask our data preprocessors attach to ``x`` is used (if any)."""
+        pad_mask = self.resolve_pad_mask(x, pad_mask)
         maps = {}
         wanted = set(self.out_indices)
+        grid_pad = None
         for i, tokens, hw, token_pad in self.forward_blocks(x, pad_mask, stop=max(self.out_indices)):
             if i in wanted:
                 maps[i] = self.to_map(tokens, hw, token_pad)
+            if token_pad is not None:
+                grid_pad = token_pad[:, self.num_prefix_tokens:].reshape(-1, *hw)
         if self.out_type == 'simple_pyramid':
             sources = [maps[self.out_indices[0]]] * len(self.out_strides)
         else:
@@ -370,11 +383,36 @@ class ViT(BackboneBase):
         outs = []
         for k, feat in enumerate(sources):
             if self.pyramid is not None:
-                feat = self.pyramid[k](feat)
+                feat = self.rescale(k, feat, grid_pad)
             if self.out_norms is not None:
                 feat = self.out_norms[k](feat)
+            if grid_pad is not None:
+                feat = feat * ~self.output_pad(grid_pad, self.patch_size / self.out_strides[k])[:, None]
             outs.append(feat.contiguous())
         return tuple(outs)
+
+    def rescale(self, k: int, feat: torch.Tensor, grid_pad: Optional[torch.Tensor]) -> torch.Tensor:
+        """Pyramid op ``k``; with padding a 2x max-pool must not see the zeros beyond an image's
+        border (alone, ceil-mode pooling clips its last window there)."""
+        if grid_pad is not None and self.out_strides[k] > self.patch_size:
+            pool, *width = self.pyramid[k]
+            feat = pool(feat.masked_fill(grid_pad[:, None], float('-inf')))
+            feat = feat.masked_fill(self.output_pad(grid_pad, 0.5)[:, None], 0.0)
+            for op in width:  # the 1x1 conv after the pool sees no -inf (no NaN in its gradient)
+                feat = op(feat)
+            return feat
+        return self.pyramid[k](feat)
+
+    @staticmethod
+    def output_pad(grid_pad: torch.Tensor, scale: float) -> torch.Tensor:
+        """The stride-p token mask (B, h, w) carried to a pyramid level ``scale`` times finer."""
+        if scale == 1:
+            return grid_pad
+        if scale > 1:
+            s = int(scale)
+            return grid_pad.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+        hw = (-(-grid_pad.shape[1] // 2), -(-grid_pad.shape[2] // 2))
+        return downsample_pad_mask(grid_pad, hw, 2).reshape(-1, *hw)
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits from the (normed) cls token, or the token mean without one."""

@@ -332,13 +332,21 @@ def test_input_not_a_multiple_of_16_is_padded_up():
     assert [tuple(o.shape[-2:]) for o in outs] == [(28, 20), (14, 10), (7, 5), (4, 3), (2, 2)]
 
 
-def test_pad_mask_is_accepted_and_ignored():
-    model = LeViT(**SMALL).eval()
+def test_pad_mask_is_honoured():
+    """Masked columns (zeros, as batch padding) change nothing on the real region: the result
+    equals the image cropped to its real size and run alone."""
+    model = LeViT(**SMALL, out_indices=(0, 1, 2, 3, 4)).eval()
     x = torch.randn(1, 3, 64, 96)
+    x[..., 80:] = 0
     mask = torch.zeros(1, 64, 96, dtype=torch.bool)
     mask[:, :, 80:] = True
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(model(x), model(x, mask)))
+        alone = model(x[..., :80])
+        masked = model(x, mask)
+        unmasked = model(x)
+    for a, b in zip(alone, masked):
+        assert (a - b[..., :a.shape[-2], :a.shape[-1]]).abs().max() <= 1e-4
+    assert max((a - b[..., :a.shape[-2], :a.shape[-1]]).abs().max() for a, b in zip(alone, unmasked)) > 1e-4
     with pytest.raises(ValueError, match='pad_mask must have shape'):
         model(x, mask[:, :32])
 
@@ -475,5 +483,5 @@ def test_subclass_refuses_a_variant_of_another_attention():
 
 
 def test_images_must_be_4d():
-    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+    with pytest.raises(ValueError, match=r'expects images of shape \(B, 3, H, W\), got \(3, 64, 64\)'):
         LeViT(**SMALL)(torch.randn(3, 64, 64))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmvitattn.datasets.demo_data import make_ade_demo, make_coco_demo
 
@@ -38,20 +39,51 @@ def ade_root(tmp_path_factory):
     return root
 
 
+def logged_losses(work: Path) -> dict:
+    """{iteration: {loss name: value}} from the run's scalars (logger interval 1: one per iter)."""
+    out = {}
+    for path in sorted(work.glob('*/vis_data/scalars.json')):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if 'iter' in record and 'loss' in record:
+                out[record['iter']] = {k: v for k, v in record.items() if k.startswith('loss')}
+    return out
+
+
+def final_weights(path: Path) -> dict:
+    from mmvitattn.checkpoint import load_checkpoint_file
+    return load_checkpoint_file(str(path))['state_dict']
+
+
 def test_detection_train_resume_and_test(coco_root, tmp_path):
-    work = tmp_path / 'work'
+    """Interrupted after a checkpoint and resumed, training reaches the same losses at every
+    iteration and exactly the same weights as the uninterrupted run with the same seed."""
+    work, straight = tmp_path / 'work', tmp_path / 'straight'
     ann = f'{coco_root}/annotations/instances_val2017.json'
-    common = ['--work-dir', str(work), '--cfg-options', *data_options(coco_root), f'val_evaluator.ann_file={ann}',
-              f'test_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
-              'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3']
-    run_tool('tools/train.py', DET_CONFIG, *common, 'train_cfg.max_iters=2', 'train_cfg.val_interval=100')
+    options = ['--cfg-options', *data_options(coco_root), f'val_evaluator.ann_file={ann}',
+               f'test_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+               'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3',
+               'train_cfg.val_interval=100']
+    run_tool('tools/train.py', DET_CONFIG, '--work-dir', str(straight), *options, 'train_cfg.max_iters=4')
+    run_tool('tools/train.py', DET_CONFIG, '--work-dir', str(work), *options, 'train_cfg.max_iters=2')
     assert (work / 'iter_2.pth').exists()
 
     # Resume the run: mmengine's checkpoint holds its own log objects, which must load safely.
-    log = run_tool('tools/train.py', DET_CONFIG, '--resume', *common, 'train_cfg.max_iters=4',
-                   'train_cfg.val_interval=100')
+    log = run_tool('tools/train.py', DET_CONFIG, '--resume', '--work-dir', str(work), *options,
+                   'train_cfg.max_iters=4')
     assert 'resumed epoch: 0, iter: 2' in log
     assert (work / 'iter_4.pth').exists()
+
+    expected, got = logged_losses(straight), logged_losses(work)
+    assert sorted(expected) == sorted(got) == [1, 2, 3, 4]
+    for it in expected:
+        assert got[it] == expected[it], f'iteration {it}: {got[it]} != {expected[it]}'
+    ref, resumed = final_weights(straight / 'iter_4.pth'), final_weights(work / 'iter_4.pth')
+    assert ref.keys() == resumed.keys()
+    differing = [k for k in ref if not torch.equal(ref[k], resumed[k])]
+    assert not differing, f'{len(differing)} tensors differ after resuming, e.g. {differing[:5]}'
+    # The run moved: the weights are not the ones it started from.
+    assert any(not torch.equal(ref[k], v) for k, v in final_weights(straight / 'iter_2.pth').items())
 
     metrics_file, preds = tmp_path / 'metrics.json', tmp_path / 'preds.pkl'
     run_tool('tools/test.py', DET_CONFIG, str(work / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test'),
@@ -78,3 +110,15 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert 'checkpoint not found' in result.stderr and 'none.pth' in result.stderr
+
+
+def test_train_tool_keeps_the_rng_state_hook(tmp_path):
+    """Exact resume needs the hook even when a config's own custom_hooks list dropped it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for extra in ([], ['--cfg-options', 'custom_hooks=[]']):
+        args = tool.parse_args([DET_CONFIG, '--work-dir', str(tmp_path), *extra])
+        hooks = tool.build_config(args).custom_hooks
+        assert [h['type'] for h in hooks].count('mmvitattn.RNGStateHook') == 1
