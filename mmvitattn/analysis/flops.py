@@ -45,7 +45,8 @@ STANDARD_SIZES: Dict[str, Tuple[int, int]] = {
 _ELEMENTWISE_OPS = (
     'add', 'add_', 'sub', 'sub_', 'rsub', 'mul', 'mul_', 'div', 'div_', 'neg', 'exp', 'sqrt',
     'rsqrt', 'reciprocal', 'pow', 'square', 'clamp_min', 'clamp_min_', 'gelu', 'silu', 'sigmoid',
-    'tanh', 'hardswish', 'hardswish_', 'hardsigmoid', 'abs', 'sign', 'erf', 'addcmul', 'addcdiv',
+    'tanh', 'hardswish', 'hardswish_', 'hardsigmoid', 'abs', 'sign', 'erf', 'addcmul', 'addcmul_', 'addcdiv',
+    'addcdiv_',
     'lerp', 'where', 'log', 'sin', 'cos', 'acos', 'reciprocal_', 'gelu_', 'exp_', 'sqrt_')
 _REDUCTION_OPS = ('sum', 'mean', 'linalg_vector_norm', 'norm', 'frobenius_norm', 'amax', 'var',
                   'std', 'logsumexp')

@@ -8,7 +8,9 @@ with several token mixers, side by side.
 Method
 - Every variant is built once (random weights, eval mode, float32 unless --dtype) with the same seed.
   ``none`` is the attention-free floor: the same trunk with every token mixer replaced by the
-  identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs).
+  identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs). ``proj``
+  also keeps the mixer's q/k/v and output projections (returns proj(v)): the cost any q/k/v
+  attention has before it mixes a token, so ``latency / proj`` is the price of the mixing itself.
 - Latency: ``--warmup`` untimed forwards per variant, then ``--repeats`` rounds; in each round every
   variant runs once, in a fresh random order, so machine noise hits all of them alike. The median
   (and min / max) per variant is reported, with ``torch.get_num_threads()`` stated. On CUDA each
@@ -59,6 +61,8 @@ TRUNKS: Dict[str, Tuple[str, dict]] = {
     'pvt-s': ('PVT', dict(arch='s', out_indices=(3, ))),
 }
 FLOOR = 'none'
+PROJ_FLOOR = 'proj'
+FLOORS = (FLOOR, PROJ_FLOOR)
 
 
 class IdentityMixer(nn.Module):
@@ -68,22 +72,40 @@ class IdentityMixer(nn.Module):
         return x
 
 
+class ProjectionFloor(nn.Module):
+    """The projection floor: a mixer's q/k/v and output projections with no mixing in between
+    (returns proj(v)); what any q/k/v attention costs before it mixes a single token."""
+
+    def __init__(self, mixer: nn.Module):
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x, hw, pad_mask=None):
+        _, _, v = self.mixer.project_tokens(x)
+        return self.mixer.output(v)
+
+
+def check_attention(name: str):
+    if name not in FLOORS and name not in ATTENTIONS:
+        raise ValueError(f'unknown attention {name!r}; expected {FLOOR!r} (attention-free floor), '
+                         f'{PROJ_FLOOR!r} (projections only) or one of {sorted(ATTENTIONS)}')
+
+
 def build_trunk(trunk: str, attention: str) -> nn.Module:
-    """The trunk with ``attention`` in every block (``'none'``: identity mixers)."""
+    """The trunk with ``attention`` in every block (``'none'``: identity mixers; ``'proj'``: the
+    softmax mixer's projections only)."""
     from mmvitattn import backbones
     if trunk not in TRUNKS:
         raise ValueError(f'unknown trunk {trunk!r}; expected one of {sorted(TRUNKS)}')
-    if attention != FLOOR and attention not in ATTENTIONS:
-        raise ValueError(f'unknown attention {attention!r}; expected {FLOOR!r} (attention-free floor) '
-                         f'or one of {sorted(ATTENTIONS)}')
+    check_attention(attention)
     cls_name, kwargs = TRUNKS[trunk]
     torch.manual_seed(0)
-    model = getattr(backbones, cls_name)(attention='softmax' if attention == FLOOR else attention,
+    model = getattr(backbones, cls_name)(attention='softmax' if attention in FLOORS else attention,
                                          **kwargs)
-    if attention == FLOOR:
+    if attention in FLOORS:
         for module in model.modules():
             if hasattr(module, 'attn') and hasattr(module.attn, 'attention_name'):
-                module.attn = IdentityMixer()
+                module.attn = IdentityMixer() if attention == FLOOR else ProjectionFloor(module.attn)
     return model.eval()
 
 
@@ -180,8 +202,7 @@ def run_sweep(args) -> dict:
     torch.set_num_threads(args.threads)
     variants = list(dict.fromkeys(args.attention))
     for name in variants:
-        if name != FLOOR and name not in ATTENTIONS:
-            raise ValueError(f'unknown attention {name!r}; expected {FLOOR!r} or one of {sorted(ATTENTIONS)}')
+        check_attention(name)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError('--device cuda was asked for but torch.cuda.is_available() is False')
     models = {name: build_trunk(args.trunk, name).to(args.device) for name in variants}
@@ -235,16 +256,22 @@ def print_summary(result: dict):
           f'{result["threads"]} threads, {result["dtype"]}, batch 1')
     for size, rows in by_size.items():
         parts = []
+        print(f'  {size[0]}x{size[1]}:')
         for name, row in rows.items():
-            text = f'{name}'
+            if name in FLOORS:
+                continue
+            parts = []
             if 'softmax' in rows and name != 'softmax':
-                text += f' speed-up vs softmax {rows["softmax"]["latency_ms"] / row["latency_ms"]:.2f}x'
-            if FLOOR in rows and name != FLOOR:
-                text += f', vs floor {row["latency_ms"] / rows[FLOOR]["latency_ms"]:.2f}x'
-                if row.get('peak_mem_mib') and rows[FLOOR].get('peak_mem_mib'):
-                    text += f' / mem {row["peak_mem_mib"] / rows[FLOOR]["peak_mem_mib"]:.2f}x'
-            parts.append(text)
-        print(f'  {size[0]}x{size[1]}: ' + '; '.join(parts))
+                parts.append(f'{rows["softmax"]["latency_ms"] / row["latency_ms"]:.2f}x faster than softmax')
+            for floor in FLOORS:
+                if floor in rows:
+                    text = f'{row["latency_ms"] / rows[floor]["latency_ms"]:.2f}x {floor!r} latency'
+                    if row.get('peak_mem_mib') and rows[floor].get('peak_mem_mib'):
+                        text += f', {row["peak_mem_mib"] / rows[floor]["peak_mem_mib"]:.2f}x its memory'
+                    if row.get('flops') and rows[floor].get('flops'):
+                        text += f', {row["flops"] / rows[floor]["flops"]:.2f}x its FLOPs'
+                    parts.append(text)
+            print(f'    {name:>9}: ' + '; '.join(parts))
 
 
 def plot(result: dict, path: str):
@@ -260,8 +287,8 @@ def plot(result: dict, path: str):
     for name in names:
         rows = sorted((r for r in result['rows'] if r['attention'] == name), key=lambda r: r['pixels'])
         px = [r['pixels'] for r in rows]
-        style = dict(marker='o', linestyle='--' if name == FLOOR else '-',
-                     label='attention-free floor' if name == FLOOR else name)
+        label = {FLOOR: 'attention-free floor', PROJ_FLOOR: 'projections-only floor'}.get(name, name)
+        style = dict(marker='o', linestyle='--' if name in FLOORS else '-', label=label)
         axes[0].plot(px, [r['latency_ms'] for r in rows], **style)
         mem = [(r['pixels'], r['peak_mem_mib']) for r in rows if r.get('peak_mem_mib')]
         if mem:
@@ -285,8 +312,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--trunk', default='deit-s', help=f'one of {sorted(TRUNKS)}')
-    parser.add_argument('--attention', nargs='+', default=[FLOOR, 'softmax', 'inline', 'castling', 'armour'],
-                        help=f"token mixers to compare; '{FLOOR}' is the attention-free floor")
+    parser.add_argument('--attention', nargs='+',
+                        default=[FLOOR, PROJ_FLOOR, 'softmax', 'inline', 'castling', 'armour'],
+                        help=f"token mixers to compare; '{FLOOR}': the attention-free floor (identity "
+                        f"mixer), '{PROJ_FLOOR}': the q/k/v and output projections without mixing")
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '1024', '800x1280', '2048'],
                         help='input sizes: S (square), HxW, or imagenet/coco/ade20k')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
@@ -307,6 +336,8 @@ def parse_args(argv=None):
         for s in args.sizes:
             parse_size(s)
         parse_dtype(args.dtype)
+        for name in args.attention:
+            check_attention(name)
         if args.trunk not in TRUNKS:
             raise ValueError(f'unknown trunk {args.trunk!r}; expected one of {sorted(TRUNKS)}')
     except ValueError as e:
