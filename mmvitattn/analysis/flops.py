@@ -47,13 +47,13 @@ _ELEMENTWISE_OPS = (
     'rsqrt', 'reciprocal', 'pow', 'square', 'clamp_min', 'clamp_min_', 'gelu', 'silu', 'sigmoid',
     'tanh', 'hardswish', 'hardswish_', 'hardsigmoid', 'abs', 'sign', 'erf', 'addcmul', 'addcmul_', 'addcdiv',
     'addcdiv_',
-    'lerp', 'where', 'log', 'sin', 'cos', 'acos', 'reciprocal_', 'gelu_', 'exp_', 'sqrt_')
+    'lerp', 'where', 'log', 'log2', 'sin', 'cos', 'acos', 'reciprocal_', 'gelu_', 'exp_', 'sqrt_')
 _REDUCTION_OPS = ('sum', 'mean', 'linalg_vector_norm', 'norm', 'frobenius_norm', 'amax', 'var',
                   'std', 'logsumexp')
 # Shape and bookkeeping ops that do no arithmetic (in addition to mmengine's own list).
 _FREE_OPS = ('expand_as', 'new_ones', 'clone', 'repeat', 'unflatten', 'view_as', 'movedim',
              'lift_fresh', 'scalar_tensor', 'numel', 'masked_fill_', 'fill_', 'zero_', 'resolve_conj',
-             'resolve_neg', 'alias', 'as_strided', 'ne', 'lt', 'le', 'logical_not', 'logical_and',
+             'resolve_neg', 'alias', '__or__', '__ior__', '__iand__', 'bitwise_or', 'bitwise_and', 'as_strided', 'ne', 'lt', 'le', 'logical_not', 'logical_and',
              'any', 'all', 'argmax', 'topk', 'sort', 'index_select', 'pad', 'tensor_split', 'flip',
              'meshgrid', 'linspace', 'empty_like', 'ones_like', 'unbind', 'broadcast_tensors',
              'contiguous', 'detach_', 'dim', 'stack', 'repeat_interleave', 'unfold', 'tile')

@@ -11,8 +11,9 @@ Method
   identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs). ``proj``
   also keeps the mixer's q/k/v and output projections (returns proj(v)): the cost any q/k/v
   attention has before it mixes a token, so ``latency / proj`` is the price of the mixing itself.
-- Latency: ``--warmup`` untimed forwards per variant, then ``--repeats`` rounds; in each round every
-  variant runs once, in a fresh random order, so machine noise hits all of them alike. The median
+- Latency: ``--warmup`` untimed forwards per variant, then ``--repeats`` rounds (fewer, but at least
+  ``--min-repeats``, once a size has used ``--time-budget`` seconds); in each round every variant
+  runs once, in a fresh random order, so machine noise hits all of them alike. The median
   (and min / max) per variant is reported, with ``torch.get_num_threads()`` stated. On CUDA each
   forward is timed with CUDA events after a synchronize.
 - Peak memory, CPU: one fresh subprocess per (variant, size). It builds the model, runs one warm-up
@@ -25,7 +26,7 @@ Method
   Peak memory, CUDA: ``torch.cuda.max_memory_allocated()`` over one forward minus the memory
   allocated before it.
 - FLOPs: counted by :func:`mmvitattn.analysis.backbone_flops` (every attention op counted by the
-  same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess.
+  same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32.
 
 Output: a table on stdout, the JSON written to ``--out``, and (with matplotlib) a log-log plot of
 latency and memory against pixels at ``--plot``.
@@ -158,7 +159,12 @@ def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, 
     model = build_trunk(trunk, attention).to(device)
     x = make_input(size, device)
     result = dict(params=sum(p.numel() for p in model.parameters()))
-    forward(model, x, dtype)  # warm-up: one-time allocations (kernels' caches) happen here
+    # Warm-up (one-time allocations such as kernel caches happen here): the FLOP count's traced
+    # forward when counting, else a plain forward.
+    if count:
+        result['flops'] = backbone_flops(model, size).total
+    else:
+        forward(model, x, dtype)
     gc.collect()
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -176,8 +182,6 @@ def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, 
         result['peak_mem_mib'] = (_status_kib('VmHWM') - before) / 1024
         result['memory_method'] = 'VmHWM - VmRSS around one forward (fresh process, after a warm-up)'
     del out
-    if count:
-        result['flops'] = backbone_flops(model.float(), size).total
     return result
 
 
@@ -214,7 +218,10 @@ def run_sweep(args) -> dict:
         for name in variants:
             for _ in range(args.warmup):
                 forward(models[name], x, dtype)
-        for _ in range(args.repeats):
+        start = time.perf_counter()
+        for r in range(args.repeats):
+            if r >= args.min_repeats and time.perf_counter() - start > args.time_budget:
+                break  # enough rounds for a median at this size
             order = variants[:]
             rng.shuffle(order)
             for name in order:
@@ -224,7 +231,7 @@ def run_sweep(args) -> dict:
             row = dict(attention=name, height=size[0], width=size[1], pixels=size[0] * size[1],
                        latency_ms=1e3 * statistics.median(times[name]),
                        latency_min_ms=1e3 * min(times[name]), latency_max_ms=1e3 * max(times[name]),
-                       latency_all_ms=[1e3 * t for t in times[name]])
+                       repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]])
             if not args.no_memory:
                 row.update(measure_in_subprocess(args, name, size))
             rows.append(row)
@@ -322,7 +329,11 @@ def parse_args(argv=None):
     parser.add_argument('--dtype', default='float32', help='float32, or bfloat16/float16 via autocast')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (CPU)')
     parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=7, help='timed rounds per size (at most)')
+    parser.add_argument('--min-repeats', type=int, default=3,
+                        help='rounds always run; more only while the size is within --time-budget')
+    parser.add_argument('--time-budget', type=float, default=240,
+                        help='seconds of timed rounds per size after which no new round starts')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
     parser.add_argument('--no-flops', action='store_true', help='skip FLOP counting')
     parser.add_argument('--out', default=None, help='JSON output path')
