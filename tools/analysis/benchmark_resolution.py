@@ -15,7 +15,11 @@ Method
   ``--min-repeats``, once a size has used ``--time-budget`` seconds); in each round every variant
   runs once, in a fresh random order, so machine noise hits all of them alike. The median
   (and min / max) per variant is reported, with ``torch.get_num_threads()`` stated. On CUDA each
-  forward is timed with CUDA events after a synchronize.
+  forward is timed with CUDA events after a synchronize. Also reported: the median CPU time of the
+  process over the forward (all threads summed). On a machine shared with other work it is the
+  steadier number: with ``--threads 1`` it is close to the latency the forward would have alone,
+  whereas wall-clock time then includes waiting for a core (and, with several threads, waiting at
+  every parallel region for a descheduled thread).
 - Peak memory, CPU: one fresh subprocess per (variant, size). It builds the model, runs one warm-up
   forward, then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and reports
   ``VmHWM - VmRSS`` around one more forward: the resident memory the forward adds at its peak
@@ -129,19 +133,20 @@ def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype):
             return model(x)
 
 
-def time_once(model, x, dtype, device: str) -> float:
-    """Seconds for one forward."""
+def time_once(model, x, dtype, device: str) -> Tuple[float, float]:
+    """Seconds for one forward: (wall-clock, CPU time of this process over all its threads)."""
     if device.startswith('cuda'):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
+        c0 = time.process_time()
         start.record()
         forward(model, x, dtype)
         end.record()
         torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
+        return start.elapsed_time(end) / 1e3, time.process_time() - c0
+    c0, t0 = time.process_time(), time.perf_counter()
     forward(model, x, dtype)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 # ----------------------------------------------------------------------------- memory + FLOPs
@@ -215,6 +220,7 @@ def run_sweep(args) -> dict:
     for size in sizes:
         x = make_input(size, args.device)
         times: Dict[str, List[float]] = {name: [] for name in variants}
+        cpu_times: Dict[str, List[float]] = {name: [] for name in variants}
         for name in variants:
             for _ in range(args.warmup):
                 forward(models[name], x, dtype)
@@ -225,12 +231,15 @@ def run_sweep(args) -> dict:
             order = variants[:]
             rng.shuffle(order)
             for name in order:
-                times[name].append(time_once(models[name], x, dtype, args.device))
+                wall, cpu = time_once(models[name], x, dtype, args.device)
+                times[name].append(wall)
+                cpu_times[name].append(cpu)
         del x
         for name in variants:
             row = dict(attention=name, height=size[0], width=size[1], pixels=size[0] * size[1],
                        latency_ms=1e3 * statistics.median(times[name]),
                        latency_min_ms=1e3 * min(times[name]), latency_max_ms=1e3 * max(times[name]),
+                       cpu_ms=1e3 * statistics.median(cpu_times[name]),
                        repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]])
             if not args.no_memory:
                 row.update(measure_in_subprocess(args, name, size))
@@ -242,41 +251,60 @@ def run_sweep(args) -> dict:
                 rows=rows)
 
 
+def merge_results(paths: List[str]) -> dict:
+    """Rows of several runs of one trunk (e.g. the large sizes run separately), sorted by size."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results.append(json.load(f))
+    trunks = {r['trunk'] for r in results}
+    if len(trunks) != 1:
+        raise ValueError(f'--from-json files are for different trunks {sorted(trunks)}; merge one trunk at a time')
+    merged = dict(results[0])
+    merged['rows'] = sorted((row for r in results for row in r['rows']), key=lambda r: r['pixels'])
+    merged['runs'] = [{k: v for k, v in r.items() if k != 'rows'} for r in results]
+    return merged
+
+
 def print_row(row: dict, header: bool = False):
     if header:
-        print(f'{"attention":>10} {"size (HxW)":>11} {"latency ms":>11} {"min-max ms":>17} '
+        print(f'{"attention":>10} {"size (HxW)":>11} {"latency ms":>11} {"min-max ms":>17} {"CPU ms":>9} '
               f'{"peak MiB":>9} {"GFLOPs":>8}', flush=True)
     mem = row.get('peak_mem_mib')
     flops = row.get('flops')
     print(f'{row["attention"]:>10} {row["height"]:>5}x{row["width"]:<5} {row["latency_ms"]:>11.1f} '
-          f'{row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} '
+          f'{row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} {row["cpu_ms"]:>9.1f} '
           f'{"-" if mem is None else f"{mem:.0f}":>9} {"-" if flops is None else f"{flops / 1e9:.1f}":>8}'
           + (f'  ({row["error"]})' if 'error' in row else ''), flush=True)
 
 
 def print_summary(result: dict):
-    """Ratios to softmax and to the attention-free floor, per size."""
+    """Ratios to softmax and to the floors, per size: wall-clock latency [CPU time]."""
     by_size: Dict[Tuple[int, int], Dict[str, dict]] = {}
     for row in result['rows']:
         by_size.setdefault((row['height'], row['width']), {})[row['attention']] = row
-    print(f'\nratios (latency; peak memory) - trunk {result["trunk"]}, {result["device"]}, '
-          f'{result["threads"]} threads, {result["dtype"]}, batch 1')
+    print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
+          f'{result["dtype"]}, batch 1; latency [CPU time]')
+    baseline = next((b for b in ('softmax', 'sra') if any(b in rows for rows in by_size.values())), None)
     for size, rows in by_size.items():
-        parts = []
         print(f'  {size[0]}x{size[1]}:')
         for name, row in rows.items():
             if name in FLOORS:
                 continue
             parts = []
-            if 'softmax' in rows and name != 'softmax':
-                parts.append(f'{rows["softmax"]["latency_ms"] / row["latency_ms"]:.2f}x faster than softmax')
+            if baseline in rows and name != baseline:
+                ref = rows[baseline]
+                parts.append(f'{ref["latency_ms"] / row["latency_ms"]:.2f}x [{ref["cpu_ms"] / row["cpu_ms"]:.2f}x] '
+                             f'faster than {baseline}')
             for floor in FLOORS:
                 if floor in rows:
-                    text = f'{row["latency_ms"] / rows[floor]["latency_ms"]:.2f}x {floor!r} latency'
-                    if row.get('peak_mem_mib') and rows[floor].get('peak_mem_mib'):
-                        text += f', {row["peak_mem_mib"] / rows[floor]["peak_mem_mib"]:.2f}x its memory'
-                    if row.get('flops') and rows[floor].get('flops'):
-                        text += f', {row["flops"] / rows[floor]["flops"]:.2f}x its FLOPs'
+                    ref = rows[floor]
+                    text = (f'{row["latency_ms"] / ref["latency_ms"]:.2f}x [{row["cpu_ms"] / ref["cpu_ms"]:.2f}x] '
+                            f'{floor!r} latency')
+                    if row.get('peak_mem_mib') and ref.get('peak_mem_mib'):
+                        text += f', {row["peak_mem_mib"] / ref["peak_mem_mib"]:.2f}x its memory'
+                    if row.get('flops') and ref.get('flops'):
+                        text += f', {row["flops"] / ref["flops"]:.2f}x its FLOPs'
                     parts.append(text)
             print(f'    {name:>9}: ' + '; '.join(parts))
 
@@ -289,7 +317,7 @@ def plot(result: dict, path: str):
     except ImportError:
         print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     names = list(dict.fromkeys(r['attention'] for r in result['rows']))
     for name in names:
         rows = sorted((r for r in result['rows'] if r['attention'] == name), key=lambda r: r['pixels'])
@@ -297,10 +325,12 @@ def plot(result: dict, path: str):
         label = {FLOOR: 'attention-free floor', PROJ_FLOOR: 'projections-only floor'}.get(name, name)
         style = dict(marker='o', linestyle='--' if name in FLOORS else '-', label=label)
         axes[0].plot(px, [r['latency_ms'] for r in rows], **style)
+        axes[1].plot(px, [r['cpu_ms'] for r in rows], **style)
         mem = [(r['pixels'], r['peak_mem_mib']) for r in rows if r.get('peak_mem_mib')]
         if mem:
-            axes[1].plot(*zip(*mem), **style)
-    for ax, label in zip(axes, ('forward latency (ms)', 'peak forward memory (MiB)')):
+            axes[2].plot(*zip(*mem), **style)
+    for ax, label in zip(axes, ('forward latency, wall-clock (ms)', 'forward CPU time, all threads (ms)',
+                                'peak forward memory (MiB)')):
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('input pixels (H x W)')
@@ -338,6 +368,8 @@ def parse_args(argv=None):
     parser.add_argument('--no-flops', action='store_true', help='skip FLOP counting')
     parser.add_argument('--out', default=None, help='JSON output path')
     parser.add_argument('--plot', default=None, help='plot output path (png/svg)')
+    parser.add_argument('--from-json', nargs='+', default=None,
+                        help='measure nothing: merge these result files (same trunk) into one table/JSON/plot')
     parser.add_argument('--_measure', nargs=3, help=argparse.SUPPRESS)
     parser.add_argument('--_count', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -364,7 +396,10 @@ def main(argv=None):
         print(json.dumps(measure_one(trunk, attention, parse_size(size), args.device,
                                      parse_dtype(args.dtype), args._count)))
         return
-    result = run_sweep(args)
+    result = merge_results(args.from_json) if args.from_json else run_sweep(args)
+    if args.from_json:
+        for i, row in enumerate(result['rows']):
+            print_row(row, header=i == 0)
     print_summary(result)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
