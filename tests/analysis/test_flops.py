@@ -176,9 +176,11 @@ def test_benchmark_rejects_bad_names():
 def test_benchmark_floors():
     """'none' replaces every mixer by the identity; 'proj' keeps only the projections."""
     bench = load_tool('benchmark_resolution')
-    x = torch.randn(1, 3, 32, 48)
-    none = bench.build_trunk('deit-t', 'none')
+    bench.TRUNKS['tiny'] = ('ViT', dict(arch=None, embed_dim=C, depth=2, num_heads=HEADS))
+    x = torch.randn(1, 3, 16 * H, 16 * W)
+    none, proj, inline = (bench.build_trunk('tiny', name) for name in ('none', 'proj', 'inline'))
     assert not any(hasattr(m, 'attention_name') for m in none.modules())
-    proj = bench.build_trunk('deit-t', 'proj')
-    counts = [count_flops(m, x).total for m in (none, proj, bench.build_trunk('deit-t', 'inline'))]
+    counts = [count_flops(m, x, elementwise=False).total for m in (none, proj, inline)]
+    # Per block, 'proj' adds exactly the q/k/v and output projections over the N tokens.
+    assert counts[1] - counts[0] == 2 * (N * C * 3 * C + N * C * C)
     assert counts[0] < counts[1] < counts[2]
