@@ -92,3 +92,22 @@ def test_autocast_with_padding_mask(name):
     assert torch.isfinite(y).all() and torch.isfinite(grad).all()
     real = ~pad[0]
     assert rel_err(y[:, real], ref_y[:, real]) < TOLERANCE[torch.bfloat16]
+
+
+def test_cswin_inline_branch_float16_sums_do_not_overflow():
+    """InLine-CSwin's own InLine branch takes its sums over the tokens in float32 as well."""
+    from mmvitattn.backbones.cswin import InLineLePEAttention
+    torch.manual_seed(0)
+    branch = InLineLePEAttention(C, HEADS)
+    with torch.no_grad():
+        for p in branch.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, H * W, C, generator=g) * 2 + 8 for _ in range(3))
+    assert (k[0].T @ v[0]).abs().max() > torch.finfo(torch.float16).max  # the premise
+    x_mean = torch.randn(1, C, generator=g)
+    ref = branch(q, k, v, (H, W), x_mean)
+    with torch.autocast('cpu', dtype=torch.float16):
+        y = branch(q.half(), k.half(), v.half(), (H, W), x_mean)
+    assert torch.isfinite(y).all()
+    assert rel_err(y.float(), ref) < TOLERANCE[torch.float16]
