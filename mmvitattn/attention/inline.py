@@ -75,11 +75,18 @@ class InLineAttention(QKVMixer):
         out = q.new_empty(b, n, h, d)
         out.copy_(y.view(b, h, n, d).transpose(1, 2))
         out = out.view(b, n, c)
-        kernels = self.residual(x_mean.to(q.dtype).unsqueeze(-1))  # (B, 9C, 1)
-        kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
-        v_map = channels_last_map(v[:, prefix:], hw)  # (B, C, H, W), channels-last memory
-        for i in range(b):  # one image at a time: each has its own kernels
-            local = F.conv2d(v_map[i:i + 1], kernels[i].to(v_map.dtype), padding=self.kernel_size // 2,
-                             groups=c)
-            out[i:i + 1, prefix:] += channels_last_tokens(local)
+        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw)
         return self.output(out)
+
+    def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor,
+                       hw: Tuple[int, int]) -> torch.Tensor:
+        """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C);
+        returns (B, H*W, C). Runs in channels-last memory, i.e. on the token rows as they are."""
+        b, _, c = v_map.shape
+        kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
+        kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
+        grid = channels_last_map(v_map, hw)  # (B, C, H, W)
+        # One image at a time: each has its own kernels.
+        outs = [F.conv2d(grid[i:i + 1], kernels[i].to(grid.dtype), padding=self.kernel_size // 2, groups=c)
+                for i in range(b)]
+        return channels_last_tokens(outs[0] if b == 1 else torch.cat(outs))
