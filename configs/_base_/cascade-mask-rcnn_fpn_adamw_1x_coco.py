@@ -2,7 +2,12 @@
 # weight decay 0.05, no decay on position / bias tables and norms). Family configs replace the
 # backbone and the FPN input widths.
 _base_ = 'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvitattn', 'mmvitattn.models'], allow_failed_imports=False)
+
+# The stock preprocessor, plus the batch's pixel padding mask handed to the backbone (see the
+# README), and torch's random state in every checkpoint for an exact --resume.
+model = dict(data_preprocessor=dict(type='mmvitattn.PadMaskDetDataPreprocessor'))
+custom_hooks = [dict(type='mmvitattn.RNGStateHook')]
 
 no_decay = dict(decay_mult=0.0)
 optim_wrapper = dict(

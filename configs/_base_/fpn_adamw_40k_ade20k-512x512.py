@@ -1,7 +1,12 @@
 # Semantic FPN on ADE20K (512x512) with the PVT segmentation recipe: mmseg's FPN R-50 setup, AdamW
 # (lr 2e-4, weight decay 1e-4), poly decay (power 0.9) over 40k iterations at batch 16 (4 x 4).
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvitattn'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmvitattn', 'mmvitattn.models'], allow_failed_imports=False)
+
+# The stock preprocessor, plus the batch's pixel padding mask handed to the backbone (see the
+# README), and torch's random state in every checkpoint for an exact --resume.
+model = dict(data_preprocessor=dict(type='mmvitattn.PadMaskSegDataPreProcessor'))
+custom_hooks = [dict(type='mmvitattn.RNGStateHook')]
 
 no_decay = dict(decay_mult=0.0)
 optim_wrapper = dict(

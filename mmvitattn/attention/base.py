@@ -7,9 +7,11 @@ are the map in row-major order and any tokens before them (a cls token) are "pre
 tokens take no part in any sum, mean or softmax, so real tokens get the same result as if the
 image had been run alone.
 """
+import contextlib
 from typing import Dict, Optional, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ATTENTIONS: Dict[str, Type['TokenMixer']] = {}
@@ -131,6 +133,62 @@ class QKVMixer(TokenMixer):
         kv = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return (self.split_heads(self.q(x)), *kv.unbind(0))
 
+    def project_tokens(self, x: torch.Tensor):
+        """(B, N, C) -> q, k, v, each (B, N, C): column views of the projection output, no copy.
+        ``t.view(B, N, h, d)`` splits heads without a transpose."""
+        c = self.dim
+        if self.qkv_layout == 'qkv':
+            return self.qkv(x).split(c, dim=-1)
+        return (self.q(x), *self.kv(x).split(c, dim=-1))
+
+    def kv_bias_weight(self):
+        """Weight (2C, C) and bias (2C or None) of the k and v projections."""
+        layer = self.qkv if self.qkv_layout == 'qkv' else self.kv
+        if self.qkv_layout == 'qkv':
+            bias = None if layer.bias is None else layer.bias[self.dim:]
+            return layer.weight[self.dim:], bias
+        return layer.weight, layer.bias
+
     def output(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N, C) attention result -> projected block output."""
         return self.proj_drop(self.proj(y))
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def float32_region(t: torch.Tensor):
+    """A context in which autocast is off, for reductions that must stay in float32 (sums over
+    all N tokens overflow float16 and lose bits in bfloat16); a no-op outside autocast."""
+    device = t.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def to_float32(*ts: torch.Tensor):
+    """Cast float16/bfloat16 tensors to float32 (others unchanged)."""
+    return tuple(t.float() if t.dtype in LOW_PRECISION else t for t in ts)
+
+
+def channels_last_map(tokens: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens (any row stride) -> (B, C, H, W) in channels-last memory: the one copy a
+    depthwise conv needs, with no transpose (the tokens already are channels-last rows)."""
+    b, _, c = tokens.shape
+    grid = tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+    return grid.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_tokens(grid: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C); a view when ``grid`` is in channels-last memory."""
+    b, c = grid.shape[:2]
+    return grid.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def depthwise_conv_tokens(tokens: torch.Tensor, hw: Tuple[int, int], weight: torch.Tensor,
+                          padding) -> torch.Tensor:
+    """Depthwise conv (weight (C, 1, kh, kw), no bias) of (B, H*W, C) tokens laid out as an H x W
+    map; returns (B, H*W, C). Runs in channels-last memory, so no (C, H*W) transpose is made."""
+    grid = channels_last_map(tokens, hw)
+    out = F.conv2d(grid, weight.to(grid.dtype), padding=padding, groups=weight.shape[0])
+    return channels_last_tokens(out)

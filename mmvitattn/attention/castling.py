@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import QKVMixer, check_tokens, keep_weights, register_attention, sdpa_mask
+from .base import QKVMixer, check_tokens, float32_region, register_attention, sdpa_mask, to_float32
 
 
 @register_attention('castling')
@@ -66,33 +66,52 @@ class CastlingAttention(QKVMixer):
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_tokens(x, hw, pad_mask)
-        q, k, v = self.project_qkv(x)
-        keep = keep_weights(pad_mask, x)
-        if keep is not None:
-            v = v * keep
-        q_hat = F.normalize(q, dim=-1)
-        k_hat = F.normalize(k, dim=-1) if keep is None else F.normalize(k, dim=-1) * keep
-        if self.constant_term == 'self':
-            const = 0.5 * v
-        else:
-            const = 0.5 * v.sum(dim=-2, keepdim=True)
-        y = const + (q_hat @ (k_hat.transpose(-2, -1) @ v)) / math.pi
-        if self.aux_active:
-            y = y + self.aux_coef * self.masked_softmax(q, k, v, pad_mask)
-        y = F.normalize(y, dim=-1) + self.token_conv(v, pad_mask)
-        return self.output(self.merge_heads(y))
+        b, n, c = x.shape
+        h, d = self.num_heads, self.head_dim
+        q, k, v = self.project_tokens(x)  # (B, N, C) column views; heads split by view
+        if pad_mask is not None:
+            # Zero values: padded keys then drop out of k^^T v and of the conv; no mask on k needed.
+            v = v * (~pad_mask).to(v.dtype)[..., None]
+        with float32_region(x):
+            qf, kf, vf = to_float32(q, k, v)
+            q4, k4, v4 = (t.view(b, n, h, d) for t in (qf, kf, vf))
+            vh = v4.transpose(1, 2)  # (B, h, N, d)
+            # k^^T v = K^T diag(1/||k||) V; 1/||q|| is applied to the (N, d) product's rows.
+            k_hat = k4 * inv_norm(k4)
+            kv = k_hat.permute(0, 2, 3, 1) @ vh  # (B, h, d, d): a sum over N, float32
+            qh = q4.transpose(1, 2)
+            # Twice the released y (y is normalised next, so a positive factor changes nothing):
+            # 2y = v + (2/pi) q^ (k^^T v)   [or sum_j v_j + ... for the expansion form].
+            const = vh if self.constant_term == 'self' else vh.sum(dim=-2, keepdim=True)
+            y = torch.addcmul(const, qh @ kv, inv_norm(qh), value=2 / math.pi)
+            if self.aux_active:
+                y = y + (2 * self.aux_coef) * self.masked_softmax(qh, k4.transpose(1, 2), vh, pad_mask)
+            inv_y = inv_norm(y)
+        # y / ||y|| + dconv(v), accumulated into the conv's (B, N, C) output: merges the heads.
+        out = self.token_conv(v, pad_mask)
+        out.view(b, n, h, d).transpose(1, 2).addcmul_(y, inv_y)
+        return self.output(out)
 
-    def token_conv(self, v: torch.Tensor, pad_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """dconv along the token axis. With padding, each image's real tokens are first packed
-        to the front in their order (padded tokens, zeros in ``v``, behind them), so the kernel
-        sees the sequence the image has alone (a padded row would otherwise sit between two of
-        its rows), then the result is put back in place."""
+    def token_conv(self, v: torch.Tensor, pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``dconv`` (a (k, 1) kernel per head sliding along the token axis, shared by the head's d
+        channels) as a depthwise conv over the C channels, run on the (B, N, C) rows in
+        channels-last memory; the same result as ``self.dconv`` on (B, h, N, d). With padding,
+        each image's real tokens are first packed to the front in their order (padded tokens,
+        zeros in ``v``, behind them), so the kernel sees the sequence the image has alone (a
+        padded row would otherwise sit between two of its rows); the result is put back in place."""
         if pad_mask is None:
-            return self.dconv(v)
+            return self._conv_tokens(v)
         order = torch.argsort(pad_mask.to(torch.int8), dim=1, stable=True)  # real tokens first
-        index = order[:, None, :, None].expand_as(v)
-        packed = self.dconv(v.gather(2, index))
-        return torch.empty_like(packed).scatter_(2, index, packed)
+        index = order[:, :, None].expand_as(v)
+        packed = self._conv_tokens(v.gather(1, index))
+        return torch.empty_like(packed).scatter_(1, index, packed)
+
+    def _conv_tokens(self, v: torch.Tensor) -> torch.Tensor:
+        b, n, c = v.shape
+        weight = self.dconv.weight.repeat_interleave(self.head_dim, dim=0)  # (C, 1, k, 1)
+        grid = v.reshape(b, n, 1, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(grid, weight.to(grid.dtype), padding=self.dconv.padding, groups=c)
+        return out.permute(0, 2, 3, 1).reshape(b, n, c)
 
     def masked_softmax(self, q, k, v, pad_mask):
         """sum_j S_ij v_j with S = A * [A > tau], A = softmax(s q k^T) over real keys, computed
@@ -133,6 +152,11 @@ class CastlingAttention(QKVMixer):
         self.last_mask_density = float(kept) / max(total, 1)
         self.last_aux_l1 = float(l1_sum * l1_scale) if l1_weight > 0 else 0.0
         return torch.cat(outs, dim=2)
+
+
+def inv_norm(t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """1 / max(||t||, eps) over the last dim (``F.normalize``'s rule), kept as a (..., 1) factor."""
+    return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(eps).reciprocal()
 
 
 class L1PenaltyGrad(torch.autograd.Function):

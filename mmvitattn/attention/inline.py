@@ -3,10 +3,19 @@
 Attention weights, with the identity kernel and the factor s/N folded in as in the released models:
     w_ij = (s/N) q_i.k_j - (s/N) q_i.mean_t(k_t) + 1/N     (rows sum to 1, injective)
 so out_i = (s/N) q_i (K^T V) + (1 - s q_i.mean(k)) mean(v), computed here in one matmul as
-    out_i = s q_i (K^T V / N - mean(k)^T mean(v)) + mean(v),
+    out_i = q_i [s (K^T V / N - mean(k)^T mean(v))] + mean(v),
 which is linear in N. The local residual is a per-image 3x3 depthwise conv on V whose kernel is
 predicted from the token mean of the block input by a small grouped MLP; it is added before proj.
 Prefix (cls) tokens take part in every mean but not in the conv.
+
+How it is computed (speed, no change to the result):
+- the only reduction over the tokens besides K^T V is mean(x): mean(k) and mean(v) follow from the
+  projection's linearity, mean(x W^T + b) = mean(x) W^T + b;
+- q, k, v stay column views of the projection output (B, N, C); heads are split by ``view``, so
+  K^T V and q @ (d x d) run as batched GEMMs on strided operands with no copies;
+- the scale and the 1/N go into the d x d matrix, mean(v) is the GEMM's added term (baddbmm);
+- the depthwise conv runs in channels-last memory, i.e. straight on the (B, N, C) rows.
+Under float16/bfloat16 autocast the means and K^T V (sums over all N tokens) are taken in float32.
 """
 from typing import Optional, Tuple
 
@@ -14,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import QKVMixer, check_tokens, keep_weights, register_attention
+from .base import (QKVMixer, channels_last_map, channels_last_tokens, check_tokens, float32_region,
+                   register_attention, to_float32)
 
 
 @register_attention('inline')
@@ -36,30 +46,47 @@ class InLineAttention(QKVMixer):
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         prefix = check_tokens(x, hw, pad_mask)
         b, n, c = x.shape
-        q, k, v = self.project_qkv(x)
-        keep = keep_weights(pad_mask, x)
-        if keep is None:
-            count = x.new_full((1, 1, 1, 1), n)
-            x_mean = x.mean(dim=1)
-        else:
-            k, v = k * keep, v * keep
-            count = keep.sum(dim=2, keepdim=True).clamp_min(1)  # (B, 1, 1, 1)
-            x_mean = (x * keep[:, 0]).sum(dim=1) / count[:, 0, 0]
-        k_mean = k.sum(dim=2, keepdim=True) / count  # (B, h, 1, d)
-        v_mean = v.sum(dim=2, keepdim=True) / count
-        kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
-        y = self.merge_heads((q * self.scale) @ kv + v_mean)
-        local = self.local_residual(x_mean, self.merge_heads(v)[:, prefix:], hw)
-        y = y + local if prefix == 0 else torch.cat([y[:, :prefix], y[:, prefix:] + local], dim=1)
-        return self.output(y)
+        h, d = self.num_heads, self.head_dim
+        q, k, v = self.project_tokens(x)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        if pad_mask is not None:
+            keep = (~pad_mask).to(v.dtype)[..., None]  # (B, N, 1)
+            v = v * keep  # padded values out of K^T V and of the local conv
+        with float32_region(x):
+            if pad_mask is None:
+                count = float(n)
+                x_mean = x.mean(dim=1, dtype=acc)
+            else:
+                real = (~pad_mask).to(acc)[:, None, :]  # (B, 1, N)
+                count = real.sum(dim=-1).clamp_min(1)  # (B, 1)
+                x_mean = (real @ x.to(acc)).squeeze(1) / count
+                count = count[:, :, None, None]  # (B, 1, 1, 1)
+            weight, bias = self.kv_bias_weight()
+            kv_mean = F.linear(x_mean, weight.to(acc), None if bias is None else bias.to(acc))
+            k_mean, v_mean = kv_mean.reshape(b, 2, h, 1, d).unbind(1)  # (B, h, 1, d)
+            qf, kf, vf = to_float32(q, k, v)
+            kt = kf.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
+            vh = vf.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
+            kv = (kt @ vh) / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
+            kv = kv * self.scale
+            qh = qf.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
+            y = torch.baddbmm(v_mean.reshape(b * h, 1, d), qh, kv.reshape(b * h, d, d))
+        # Merge heads (and return to the input dtype) in one copy.
+        out = q.new_empty(b, n, h, d)
+        out.copy_(y.view(b, h, n, d).transpose(1, 2))
+        out = out.view(b, n, c)
+        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw)
+        return self.output(out)
 
     def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor,
                        hw: Tuple[int, int]) -> torch.Tensor:
-        """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C)."""
+        """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C);
+        returns (B, H*W, C). Runs in channels-last memory, i.e. on the token rows as they are."""
         b, _, c = v_map.shape
-        h, w = hw
-        kernels = self.residual(x_mean.unsqueeze(-1)).reshape(b * c, 1, self.kernel_size,
-                                                              self.kernel_size)
-        grid = v_map.transpose(1, 2).reshape(1, b * c, h, w)
-        out = F.conv2d(grid, kernels, padding=self.kernel_size // 2, groups=b * c)
-        return out.reshape(b, c, h * w).transpose(1, 2)
+        kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
+        kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
+        grid = channels_last_map(v_map, hw)  # (B, C, H, W)
+        # One image at a time: each has its own kernels.
+        outs = [F.conv2d(grid[i:i + 1], kernels[i].to(grid.dtype), padding=self.kernel_size // 2, groups=c)
+                for i in range(b)]
+        return channels_last_tokens(outs[0] if b == 1 else torch.cat(outs))

@@ -36,7 +36,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from ..attention import ATTENTIONS, build_attention
-from ..attention.base import check_heads
+from ..attention.base import check_heads, float32_region, to_float32
 from ..registry import MODELS
 from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
                      per_stage)
@@ -175,7 +175,7 @@ class InLineLePEAttention(nn.Module):
         b, n, c = q.shape
         h, w = hw
         if pad_mask is None:
-            count = q.new_full((1, 1, 1, 1), n)
+            count = float(n)
         else:
             real = (~pad_mask).to(q.dtype).unsqueeze(-1)  # (B, N, 1)
             k, v = k * real, v * real
@@ -185,10 +185,14 @@ class InLineLePEAttention(nn.Module):
         dynamic = F.conv2d(grid.reshape(1, b * c, h, w), kernels, padding=self.kernel_size // 2, groups=b * c)
         local = (self.get_v(grid) + dynamic.reshape(b, c, h, w)).flatten(2).transpose(1, 2)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
-        k_mean = k.sum(dim=2, keepdim=True) / count
-        v_mean = v.sum(dim=2, keepdim=True) / count
-        kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
-        return merge_heads((q * self.scale) @ kv + v_mean) + local
+        with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
+            q, k, v = to_float32(q, k, v)
+            count = count if isinstance(count, float) else count.to(q.dtype)
+            k_mean = k.sum(dim=2, keepdim=True) / count
+            v_mean = v.sum(dim=2, keepdim=True) / count
+            kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
+            y = merge_heads((q * self.scale) @ kv + v_mean)
+        return y.to(local.dtype) + local
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}'

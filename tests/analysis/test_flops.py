@@ -1,0 +1,186 @@
+"""FLOP counts against formulas derived by hand from the shapes (one unit = one multiply-add;
+element-wise ops 1 per output element, reductions 1 per input element, softmax 5 per element)."""
+import importlib.util
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.analysis import FlopAnalyzer
+from torch import nn
+
+from mmvitattn.analysis import (SOFTMAX_PER_ELEMENT, STANDARD_SIZES, backbone_flops, count_flops, parse_size,
+                                sdpa_flop_count)
+from mmvitattn.attention import build_attention
+
+H, W, C, HEADS = 5, 7, 64, 2  # a non-square map
+D = C // HEADS
+N = 1 + H * W  # with a cls token
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class SDPA(nn.Module):
+
+    def forward(self, q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class Mixer(nn.Module):
+    """A token mixer called with fixed (H, W), so the analyzer can trace it with one tensor input."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__()
+        torch.manual_seed(0)
+        self.mixer = build_attention(name, C, HEADS, **kwargs)
+
+    def forward(self, x):
+        return self.mixer(x, (H, W))
+
+
+def tokens(batch=1):
+    return torch.randn(batch, N, C)
+
+
+def test_linear_layer():
+    b, n, cin, cout = 2, 13, 24, 40
+    result = count_flops(nn.Linear(cin, cout), torch.randn(b, n, cin))
+    assert result.total == b * n * cin * cout  # bias not counted
+    assert result.unsupported == {}
+
+
+def test_sdpa_counted_and_plain_mmengine_misses_it():
+    b, h, nq, nk, d, dv = 2, 3, 11, 17, 8, 12
+    q, k, v = torch.randn(b, h, nq, d), torch.randn(b, h, nk, d), torch.randn(b, h, nk, dv)
+    logits = b * h * nq * nk
+    products = logits * d + logits * dv
+    assert count_flops(SDPA(), (q, k, v)).total == products + SOFTMAX_PER_ELEMENT * logits
+    assert count_flops(SDPA(), (q, k, v), elementwise=False).total == products
+    mask = torch.ones(b, 1, 1, nk, dtype=torch.bool)
+    assert count_flops(SDPA(), (q, k, v, mask)).total == products + (SOFTMAX_PER_ELEMENT + 1) * logits
+    assert sdpa_flop_count(q.shape, k.shape, v.shape) == products + SOFTMAX_PER_ELEMENT * logits
+    # Why the handle exists: mmengine's own counter leaves SDPA out entirely.
+    plain = FlopAnalyzer(SDPA(), (q, k, v)).unsupported_ops_warnings(False)
+    assert plain.total() == 0 and 'aten::scaled_dot_product_attention' in plain.unsupported_ops()
+
+
+def test_softmax_written_out_counts_like_sdpa():
+    """The same rules inside and outside SDPA: an explicit softmax(q k^T) v counts the same."""
+
+    class Explicit(nn.Module):
+
+        def forward(self, q, k, v):
+            return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+    q, k, v = torch.randn(1, 2, 9, 4), torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4)
+    assert count_flops(Explicit(), (q, k, v)).total == count_flops(SDPA(), (q, k, v)).total
+
+
+def test_softmax_mixer_block():
+    result = count_flops(Mixer('softmax'), tokens(), elementwise=False)
+    expected = N * C * 3 * C + N * C * C + 2 * HEADS * N * N * D  # qkv, proj, q k^T and A v
+    assert result.total == expected
+    assert result.by_operator['scaled_dot_product_attention'] == 2 * HEADS * N * N * D
+
+
+def test_inline_mixer_block():
+    """InLine at a non-square size: the products of its formula, all linear in N."""
+    result = count_flops(Mixer('inline'), tokens(), elementwise=False)
+    expected = (
+        N * C * 3 * C + N * C * C  # qkv, proj
+        + C * 2 * C  # mean(k), mean(v) from mean(x): one (C -> 2C) product
+        + N * C * D  # K^T V, per head d x d over N tokens
+        + C * D  # mean(k)^T mean(v)
+        + N * C * D  # q (d x d)
+        + C * C // HEADS + 9 * C * C // HEADS  # the kernel-predicting grouped MLP
+        + H * W * C * 9)  # the 3x3 depthwise conv on the H x W map (cls token excluded)
+    assert result.total == expected
+    assert result.unsupported == {}
+
+
+def test_castling_mixer_block():
+    result = count_flops(Mixer('castling', kernel_size=9), tokens(), elementwise=False)
+    expected = (N * C * 3 * C + N * C * C  # qkv, proj
+                + N * C * D  # k^^T v
+                + N * C * D  # q^ (k^^T v)
+                + N * C * 9)  # (9, 1) depthwise conv along the tokens
+    assert result.total == expected
+    # With element-wise work: three L2 norms over (N, C) (q, k, y) are reductions of N*C each.
+    full = count_flops(Mixer('castling'), tokens())
+    assert full.by_operator['linalg_vector_norm'] == 3 * N * C
+    assert full.unsupported == {}
+
+
+def test_linear_attention_is_linear_and_softmax_quadratic_in_tokens():
+    """Doubling the tokens doubles InLine/Castling's counted work (minus the N-independent part)
+    and more than doubles softmax's: the attention term of the count is N^2."""
+
+    def per_size(name, n):
+        mixer = build_attention(name, C, HEADS)
+
+        class Fixed(nn.Module):
+
+            def __init__(self):
+                super().__init__()
+                self.m = mixer
+
+            def forward(self, x):
+                return self.m(x, (n, 8))
+
+        return count_flops(Fixed(), torch.randn(1, n * 8, C)).total
+
+    for name in ('inline', 'castling'):
+        a, b, c = per_size(name, 8), per_size(name, 16), per_size(name, 32)
+        assert c - b == 2 * (b - a)  # exactly affine in N
+    a, b, c = per_size('softmax', 8), per_size('softmax', 16), per_size('softmax', 32)
+    assert c - b > 2 * (b - a)
+
+
+def test_backbone_counts_everything_at_a_detection_size():
+    from mmvitattn.backbones import ViT
+    model = ViT(arch=None, embed_dim=C, depth=1, num_heads=HEADS, attention='inline')
+    result = backbone_flops(model, '80x112')  # 5 x 7 patches
+    assert result.unsupported == {}
+    patch = C * 3 * 16 * 16 * H * W
+    assert result.by_operator['conv'] >= patch
+    assert result.params == sum(p.numel() for p in model.parameters())
+
+
+def test_parse_size():
+    assert parse_size('224') == (224, 224)
+    assert parse_size('800x1280') == (800, 1280)
+    assert parse_size('coco') == STANDARD_SIZES['coco'] == (800, 1280)
+    assert parse_size('ade20k') == (512, 2048)
+    for bad in ('1280*800', 'x', '0x5', 'large'):
+        with pytest.raises(ValueError, match=re.escape(f'bad input size {bad!r}')):
+            parse_size(bad)
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'tools', 'analysis', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_rejects_bad_names():
+    bench = load_tool('benchmark_resolution')
+    with pytest.raises(ValueError, match="unknown attention 'linformer'"):
+        bench.build_trunk('deit-t', 'linformer')
+    with pytest.raises(ValueError, match="unknown trunk 'vit-h'"):
+        bench.build_trunk('vit-h', 'inline')
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--sizes', '224', 'big'])
+
+
+def test_benchmark_floors():
+    """'none' replaces every mixer by the identity; 'proj' keeps only the projections."""
+    bench = load_tool('benchmark_resolution')
+    bench.TRUNKS['tiny'] = ('ViT', dict(arch=None, embed_dim=C, depth=2, num_heads=HEADS))
+    x = torch.randn(1, 3, 16 * H, 16 * W)
+    none, proj, inline = (bench.build_trunk('tiny', name) for name in ('none', 'proj', 'inline'))
+    assert not any(hasattr(m, 'attention_name') for m in none.modules())
+    counts = [count_flops(m, x, elementwise=False).total for m in (none, proj, inline)]
+    # Per block, 'proj' adds exactly the q/k/v and output projections over the N tokens.
+    assert counts[1] - counts[0] == 2 * (N * C * 3 * C + N * C * C)
+    assert counts[0] < counts[1] < counts[2]

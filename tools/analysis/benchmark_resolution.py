@@ -1,0 +1,414 @@
+"""Resolution sweep: batch-1 forward latency, peak memory and counted FLOPs of one backbone trunk
+with several token mixers, side by side.
+
+    python tools/analysis/benchmark_resolution.py --trunk deit-s \
+        --attention none softmax inline castling armour --sizes 224 512 1024 2048 800x1280 \
+        --threads 2 --out work_dirs/bench/deit-s.json --plot work_dirs/bench/deit-s.png
+
+Method
+- Every variant is built once (random weights, eval mode, float32 unless --dtype) with the same seed.
+  ``none`` is the attention-free floor: the same trunk with every token mixer replaced by the
+  identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs). ``proj``
+  also keeps the mixer's q/k/v and output projections (returns proj(v)): the cost any q/k/v
+  attention has before it mixes a token, so ``latency / proj`` is the price of the mixing itself.
+- Latency: ``--warmup`` untimed forwards per variant, then ``--repeats`` rounds (fewer, but at least
+  ``--min-repeats``, once a size has used ``--time-budget`` seconds); in each round every variant
+  runs once, in a fresh random order, so machine noise hits all of them alike. The median
+  (and min / max) per variant is reported, with ``torch.get_num_threads()`` stated. On CUDA each
+  forward is timed with CUDA events after a synchronize. Also reported: the median CPU time of the
+  process over the forward (all threads summed). On a machine shared with other work it is the
+  steadier number: with ``--threads 1`` it is close to the latency the forward would have alone,
+  whereas wall-clock time then includes waiting for a core (and, with several threads, waiting at
+  every parallel region for a descheduled thread).
+- Peak memory, CPU: one fresh subprocess per (variant, size). It builds the model, runs one warm-up
+  forward, then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and reports
+  ``VmHWM - VmRSS`` around one more forward: the resident memory the forward adds at its peak
+  (activations, workspaces), not counting the weights or the input. glibc is told to mmap every
+  allocation of 64 KiB or more and to trim freed memory (``MALLOC_MMAP_THRESHOLD_``,
+  ``MALLOC_TRIM_THRESHOLD_``), so tensors freed by the warm-up really leave the resident set and the
+  second forward's peak is measured rather than hidden by recycled pages.
+  Peak memory, CUDA: ``torch.cuda.max_memory_allocated()`` over one forward minus the memory
+  allocated before it.
+- FLOPs: counted by :func:`mmvitattn.analysis.backbone_flops` (every attention op counted by the
+  same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32.
+
+Output: a table on stdout, the JSON written to ``--out``, and (with matplotlib) a log-log plot of
+latency and memory against pixels at ``--plot``.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mmvitattn.analysis import backbone_flops, parse_size  # noqa: E402
+from mmvitattn.attention import ATTENTIONS  # noqa: E402
+
+# Trunks: (backbone class name, keyword arguments). Only the trunk runs (no pyramid, no head).
+TRUNKS: Dict[str, Tuple[str, dict]] = {
+    'deit-t': ('ViT', dict(arch='deit-t')),
+    'deit-s': ('ViT', dict(arch='deit-s')),
+    'deit-b': ('ViT', dict(arch='deit-b')),
+    'pvt-t': ('PVT', dict(arch='t', out_indices=(3, ))),
+    'pvt-s': ('PVT', dict(arch='s', out_indices=(3, ))),
+}
+FLOOR = 'none'
+PROJ_FLOOR = 'proj'
+FLOORS = (FLOOR, PROJ_FLOOR)
+
+
+class IdentityMixer(nn.Module):
+    """The attention-free floor: a token mixer that returns its input."""
+
+    def forward(self, x, hw, pad_mask=None):
+        return x
+
+
+class ProjectionFloor(nn.Module):
+    """The projection floor: a mixer's q/k/v and output projections with no mixing in between
+    (returns proj(v)); what any q/k/v attention costs before it mixes a single token."""
+
+    def __init__(self, mixer: nn.Module):
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x, hw, pad_mask=None):
+        _, _, v = self.mixer.project_tokens(x)
+        return self.mixer.output(v)
+
+
+def check_attention(name: str):
+    if name not in FLOORS and name not in ATTENTIONS:
+        raise ValueError(f'unknown attention {name!r}; expected {FLOOR!r} (attention-free floor), '
+                         f'{PROJ_FLOOR!r} (projections only) or one of {sorted(ATTENTIONS)}')
+
+
+def build_trunk(trunk: str, attention: str) -> nn.Module:
+    """The trunk with ``attention`` in every block (``'none'``: identity mixers; ``'proj'``: the
+    softmax mixer's projections only)."""
+    from mmvitattn import backbones
+    if trunk not in TRUNKS:
+        raise ValueError(f'unknown trunk {trunk!r}; expected one of {sorted(TRUNKS)}')
+    check_attention(attention)
+    cls_name, kwargs = TRUNKS[trunk]
+    torch.manual_seed(0)
+    model = getattr(backbones, cls_name)(attention='softmax' if attention in FLOORS else attention,
+                                         **kwargs)
+    if attention in FLOORS:
+        for module in model.modules():
+            if hasattr(module, 'attn') and hasattr(module.attn, 'attention_name'):
+                module.attn = IdentityMixer() if attention == FLOOR else ProjectionFloor(module.attn)
+    return model.eval()
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    table = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+    if name not in table:
+        raise ValueError(f'unknown dtype {name!r}; expected one of {sorted(table)}')
+    return table[name]
+
+
+def make_input(size: Tuple[int, int], device: str) -> torch.Tensor:
+    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype):
+    with torch.inference_mode():
+        if dtype == torch.float32:
+            return model(x)
+        with torch.autocast(x.device.type, dtype=dtype):
+            return model(x)
+
+
+def time_once(model, x, dtype, device: str) -> Tuple[float, float]:
+    """Seconds for one forward: (wall-clock, CPU time of this process over all its threads)."""
+    if device.startswith('cuda'):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        c0 = time.process_time()
+        start.record()
+        forward(model, x, dtype)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3, time.process_time() - c0
+    c0, t0 = time.process_time(), time.perf_counter()
+    forward(model, x, dtype)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+# ----------------------------------------------------------------------------- memory + FLOPs
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not found in /proc/self/status')
+
+
+def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, dtype: torch.dtype,
+                count: bool) -> dict:
+    """Peak memory of one forward (after a warm-up) and counted FLOPs; run in a fresh process."""
+    model = build_trunk(trunk, attention).to(device)
+    x = make_input(size, device)
+    result = dict(params=sum(p.numel() for p in model.parameters()))
+    # Warm-up (one-time allocations such as kernel caches happen here): the FLOP count's traced
+    # forward when counting, else a plain forward.
+    if count:
+        result['flops'] = backbone_flops(model, size).total
+    else:
+        forward(model, x, dtype)
+    gc.collect()
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = forward(model, x, dtype)
+        torch.cuda.synchronize()
+        result['peak_mem_mib'] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        result['memory_method'] = 'cuda max_memory_allocated - allocated before'
+    else:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM to the current RSS
+        before = _status_kib('VmRSS')
+        out = forward(model, x, dtype)
+        result['peak_mem_mib'] = (_status_kib('VmHWM') - before) / 1024
+        result['memory_method'] = 'VmHWM - VmRSS around one forward (fresh process, after a warm-up)'
+    del out
+    return result
+
+
+def measure_in_subprocess(args, attention: str, size: Tuple[int, int]) -> dict:
+    env = dict(os.environ)
+    # Large blocks straight from/back to the OS: freed tensors leave the resident set.
+    env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
+               OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT)
+    cmd = [sys.executable, os.path.abspath(__file__), '--_measure', args.trunk, attention,
+           f'{size[0]}x{size[1]}', '--device', args.device, '--dtype', args.dtype,
+           '--threads', str(args.threads)] + ([] if args.no_flops else ['--_count'])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return dict(error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- sweep
+def run_sweep(args) -> dict:
+    sizes = [parse_size(s) for s in args.sizes]
+    dtype = parse_dtype(args.dtype)
+    torch.set_num_threads(args.threads)
+    variants = list(dict.fromkeys(args.attention))
+    for name in variants:
+        check_attention(name)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError('--device cuda was asked for but torch.cuda.is_available() is False')
+    models = {name: build_trunk(args.trunk, name).to(args.device) for name in variants}
+    rng = random.Random(0)
+    rows = []
+    for size in sizes:
+        x = make_input(size, args.device)
+        times: Dict[str, List[float]] = {name: [] for name in variants}
+        cpu_times: Dict[str, List[float]] = {name: [] for name in variants}
+        for name in variants:
+            for _ in range(args.warmup):
+                forward(models[name], x, dtype)
+        start = time.perf_counter()
+        for r in range(args.repeats):
+            if r >= args.min_repeats and time.perf_counter() - start > args.time_budget:
+                break  # enough rounds for a median at this size
+            order = variants[:]
+            rng.shuffle(order)
+            for name in order:
+                wall, cpu = time_once(models[name], x, dtype, args.device)
+                times[name].append(wall)
+                cpu_times[name].append(cpu)
+        del x
+        for name in variants:
+            row = dict(attention=name, height=size[0], width=size[1], pixels=size[0] * size[1],
+                       latency_ms=1e3 * statistics.median(times[name]),
+                       latency_min_ms=1e3 * min(times[name]), latency_max_ms=1e3 * max(times[name]),
+                       cpu_ms=1e3 * statistics.median(cpu_times[name]),
+                       repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]])
+            if not args.no_memory:
+                row.update(measure_in_subprocess(args, name, size))
+            rows.append(row)
+            print_row(row, header=len(rows) == 1)
+    return dict(trunk=args.trunk, device=args.device, dtype=args.dtype, threads=torch.get_num_threads(),
+                warmup=args.warmup, repeats=args.repeats, batch=1, torch=torch.__version__,
+                cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
+                rows=rows)
+
+
+def merge_results(paths: List[str]) -> dict:
+    """Rows of several runs of one trunk (e.g. the large sizes run separately), sorted by size."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results.append(json.load(f))
+    trunks = {r['trunk'] for r in results}
+    if len(trunks) != 1:
+        raise ValueError(f'--from-json files are for different trunks {sorted(trunks)}; merge one trunk at a time')
+    merged = dict(results[0])
+    merged['rows'] = sorted((row for r in results for row in r['rows']), key=lambda r: r['pixels'])
+    merged['runs'] = [{k: v for k, v in r.items() if k != 'rows'} for r in results]
+    return merged
+
+
+def print_row(row: dict, header: bool = False):
+    if header:
+        print(f'{"attention":>10} {"size (HxW)":>11} {"latency ms":>11} {"min-max ms":>17} {"CPU ms":>9} '
+              f'{"peak MiB":>9} {"GFLOPs":>8}', flush=True)
+    mem = row.get('peak_mem_mib')
+    flops = row.get('flops')
+    print(f'{row["attention"]:>10} {row["height"]:>5}x{row["width"]:<5} {row["latency_ms"]:>11.1f} '
+          f'{row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} {row["cpu_ms"]:>9.1f} '
+          f'{"-" if mem is None else f"{mem:.0f}":>9} {"-" if flops is None else f"{flops / 1e9:.1f}":>8}'
+          + (f'  ({row["error"]})' if 'error' in row else ''), flush=True)
+
+
+def print_summary(result: dict):
+    """Ratios to softmax and to the floors, per size: wall-clock latency [CPU time]."""
+    by_size: Dict[Tuple[int, int], Dict[str, dict]] = {}
+    for row in result['rows']:
+        by_size.setdefault((row['height'], row['width']), {})[row['attention']] = row
+    print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
+          f'{result["dtype"]}, batch 1; latency [CPU time]')
+    baseline = next((b for b in ('softmax', 'sra') if any(b in rows for rows in by_size.values())), None)
+    for size, rows in by_size.items():
+        print(f'  {size[0]}x{size[1]}:')
+        for name, row in rows.items():
+            if name in FLOORS:
+                continue
+            parts = []
+            if baseline in rows and name != baseline:
+                ref = rows[baseline]
+                parts.append(f'{ref["latency_ms"] / row["latency_ms"]:.2f}x [{ref["cpu_ms"] / row["cpu_ms"]:.2f}x] '
+                             f'faster than {baseline}')
+            for floor in FLOORS:
+                if floor in rows:
+                    ref = rows[floor]
+                    text = (f'{row["latency_ms"] / ref["latency_ms"]:.2f}x [{row["cpu_ms"] / ref["cpu_ms"]:.2f}x] '
+                            f'{floor!r} latency')
+                    if row.get('peak_mem_mib') and ref.get('peak_mem_mib'):
+                        text += f', {row["peak_mem_mib"] / ref["peak_mem_mib"]:.2f}x its memory'
+                    if row.get('flops') and ref.get('flops'):
+                        text += f', {row["flops"] / ref["flops"]:.2f}x its FLOPs'
+                    parts.append(text)
+            print(f'    {name:>9}: ' + '; '.join(parts))
+
+
+def plot(result: dict, path: str):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    names = list(dict.fromkeys(r['attention'] for r in result['rows']))
+    for name in names:
+        rows = sorted((r for r in result['rows'] if r['attention'] == name), key=lambda r: r['pixels'])
+        px = [r['pixels'] for r in rows]
+        label = {FLOOR: 'attention-free floor', PROJ_FLOOR: 'projections-only floor'}.get(name, name)
+        style = dict(marker='o', linestyle='--' if name in FLOORS else '-', label=label)
+        axes[0].plot(px, [r['latency_ms'] for r in rows], **style)
+        axes[1].plot(px, [r['cpu_ms'] for r in rows], **style)
+        mem = [(r['pixels'], r['peak_mem_mib']) for r in rows if r.get('peak_mem_mib')]
+        if mem:
+            axes[2].plot(*zip(*mem), **style)
+    for ax, label in zip(axes, ('forward latency, wall-clock (ms)', 'forward CPU time, all threads (ms)',
+                                'peak forward memory (MiB)')):
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xlabel('input pixels (H x W)')
+        ax.set_ylabel(label)
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f'{result["trunk"]} trunk, batch 1, {result["device"]} ({result["threads"]} threads), '
+                 f'{result["dtype"]}')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f'plot written to {path}')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--trunk', default='deit-s', help=f'one of {sorted(TRUNKS)}')
+    parser.add_argument('--attention', nargs='+',
+                        default=[FLOOR, PROJ_FLOOR, 'softmax', 'inline', 'castling', 'armour'],
+                        help=f"token mixers to compare; '{FLOOR}': the attention-free floor (identity "
+                        f"mixer), '{PROJ_FLOOR}': the q/k/v and output projections without mixing")
+    parser.add_argument('--sizes', nargs='+', default=['224', '512', '1024', '800x1280', '2048'],
+                        help='input sizes: S (square), HxW, or imagenet/coco/ade20k')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--dtype', default='float32', help='float32, or bfloat16/float16 via autocast')
+    parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (CPU)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=7, help='timed rounds per size (at most)')
+    parser.add_argument('--min-repeats', type=int, default=3,
+                        help='rounds always run; more only while the size is within --time-budget')
+    parser.add_argument('--time-budget', type=float, default=240,
+                        help='seconds of timed rounds per size after which no new round starts')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    parser.add_argument('--no-flops', action='store_true', help='skip FLOP counting')
+    parser.add_argument('--out', default=None, help='JSON output path')
+    parser.add_argument('--plot', default=None, help='plot output path (png/svg)')
+    parser.add_argument('--from-json', nargs='+', default=None,
+                        help='measure nothing: merge these result files (same trunk) into one table/JSON/plot')
+    parser.add_argument('--_measure', nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument('--_count', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f'--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}')
+    try:
+        for s in args.sizes:
+            parse_size(s)
+        parse_dtype(args.dtype)
+        for name in args.attention:
+            check_attention(name)
+        if args.trunk not in TRUNKS:
+            raise ValueError(f'unknown trunk {args.trunk!r}; expected one of {sorted(TRUNKS)}')
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args._measure:
+        trunk, attention, size = args._measure
+        torch.set_num_threads(args.threads)
+        print(json.dumps(measure_one(trunk, attention, parse_size(size), args.device,
+                                     parse_dtype(args.dtype), args._count)))
+        return
+    result = merge_results(args.from_json) if args.from_json else run_sweep(args)
+    if args.from_json:
+        for i, row in enumerate(result['rows']):
+            print_row(row, header=i == 0)
+    print_summary(result)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=1)
+        print(f'results written to {args.out}')
+    if args.plot:
+        plot(result, args.plot)
+
+
+if __name__ == '__main__':
+    main()
