@@ -38,8 +38,10 @@ reproduces the release at 196 tokens. Raising tau (the hook's threshold schedule
 bound. With tau > 1 the L1 penalty has its minimum where no weight passes (a row flattened
 towards 1/N_real falls under the cut entirely), so it drives the density to 0 instead of fighting
 the rows' unit sum; at tau = 1 exactly, flattened rows hover around the cut and about half their
-weights keep passing, so give the penalty tau >= 1.5 or so. A per-row top-k fraction would fix the density exactly, but then the L1 penalty could
-not change it and k needs a sort per row; the relative cut costs one division per image.
+weights keep passing, so give the penalty tau >= 1.5 or so. A per-row top-k fraction would fix
+the density exactly, but then the L1 penalty could not change it and k needs a sort per row; the
+relative cut costs one division per image. Note that attention trained from scratch starts close
+to uniform, so for a while a relative tau much above 1 leaves the mask (nearly) empty.
 
 ``last_mask_density`` is the fraction of (real query, real key) pairs that passed the mask, over
 all images and heads of the last forward that ran the branch.
