@@ -10,20 +10,44 @@ release). The auxiliary branch has no parameters, so a model trained with it loa
 the linear-only inference model; with the branch off no N x N tensor is ever built.
 
 The auxiliary branch (this project's choice; the paper only says the masks are "regularized to
-gradually become zeros") is driven by three attributes, set per iteration by
+gradually become zeros") is driven by four attributes, the first three set per iteration by
 :class:`mmvitattn.engine.CastlingAuxScheduleHook`:
 
 - ``aux_coef``: weight of S v, annealed to 0; at 0 (and always in eval mode) the branch is skipped.
-- ``aux_threshold``: tau of the mask [A > tau].
+- ``aux_threshold``: tau of the mask; what it is compared with depends on ``aux_threshold_mode``.
 - ``aux_l1_weight``: an L1 sparsity penalty on the masked weights S, applied as a gradient only
   (the detector's loss dict is untouched). The penalty is
   ``aux_l1_weight * mean over (image, head, real query i) of ||S_i||_1``, i.e. the sum of |S| over
   real query rows divided by the number of such rows (heads x real tokens of the batch); every row
   of S sums to at most 1, so the penalty is at most ``aux_l1_weight`` whatever the resolution.
   Padded query rows take no part. Its value is recorded in ``last_aux_l1`` (a float).
+- ``aux_threshold_mode``:
+
+  * ``'relative'`` (default): keep A_ij > tau / N_real, N_real the number of real (unpadded) keys
+    of that image, i.e. tau is measured in units of the uniform weight 1/N_real.
+  * ``'absolute'``: keep A_ij > tau, the release's rule (tau = 0.02 there).
+
+Why relative: a row of A sums to 1 over N_real keys, so its mean weight is 1/N_real. An absolute
+tau therefore means different things at different map sizes: at ImageNet's 14 x 14 = 196 tokens
+the release's 0.02 is 3.9x the mean weight, but on a 4 x 5 map (20 keys, mean 0.05) it lies below
+the mean and nearly every weight passes, whatever the training does; no tau < 1 serves both a
+stride-4 and a stride-32 stage of a detector. Relative to 1/N_real, a row can hold fewer than
+N_real / tau weights above the cut (they would otherwise sum to more than 1), so the density of
+the mask is below 1 / tau at every resolution, per stage and per image, padded or not; tau ~ 4
+reproduces the release at 196 tokens. Raising tau (the hook's threshold schedule) lowers that
+bound. With tau > 1 the L1 penalty has its minimum where no weight passes (a row flattened
+towards 1/N_real falls under the cut entirely), so it drives the density to 0 instead of fighting
+the rows' unit sum; at tau = 1 exactly, flattened rows hover around the cut and about half their
+weights keep passing, so give the penalty tau >= 1.5 or so. A per-row top-k fraction would fix
+the density exactly, but then the L1 penalty could not change it and k needs a sort per row; the
+relative cut costs one division per image. Note that attention trained from scratch starts close
+to uniform, so for a while a relative tau much above 1 leaves the mask (nearly) empty.
+
+``last_mask_density`` is the fraction of (real query, real key) pairs that passed the mask, over
+all images and heads of the last forward that ran the branch.
 """
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +61,8 @@ class CastlingAttention(QKVMixer):
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
                  proj_drop: float = 0.0, kernel_size: int = 9, constant_term: str = 'self',
-                 aux_softmax: bool = False, aux_threshold: float = 0.02, aux_chunk: int = 1024):
+                 aux_softmax: bool = False, aux_threshold: float = 1.0, aux_chunk: int = 1024,
+                 aux_threshold_mode: str = 'relative'):
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, qkv_layout=qkv_layout,
                          proj_drop=proj_drop)
         if constant_term not in ('self', 'sum'):
@@ -52,7 +77,8 @@ class CastlingAttention(QKVMixer):
         # (driven by a training hook), computed ``aux_chunk`` queries at a time.
         self.aux_softmax = aux_softmax
         self.aux_coef = 1.0
-        self.aux_threshold = aux_threshold
+        self.aux_threshold_mode = aux_threshold_mode
+        self.aux_threshold = check_aux_threshold(aux_threshold, aux_threshold_mode)
         self.aux_chunk = aux_chunk
         self.aux_l1_weight = 0.0
         # Statistics of the last forward that ran the branch (plain floats, no graph kept).
@@ -114,42 +140,48 @@ class CastlingAttention(QKVMixer):
         return out.permute(0, 2, 3, 1).reshape(b, n, c)
 
     def masked_softmax(self, q, k, v, pad_mask):
-        """sum_j S_ij v_j with S = A * [A > tau], A = softmax(s q k^T) over real keys, computed
-        ``aux_chunk`` queries at a time (at most chunk x N weights per image and head exist at
-        once). With ``aux_l1_weight`` > 0, S passes through :class:`L1PenaltyGrad`."""
+        """sum_j S_ij v_j with S = A * [A > cut], A = softmax(s q k^T) over real keys and cut given
+        by ``aux_threshold_mode`` (:func:`mask_cut`), computed ``aux_chunk`` queries at a time (at
+        most chunk x N weights per image and head exist at once). With ``aux_l1_weight`` > 0, S
+        passes through :class:`L1PenaltyGrad`."""
         key_mask = sdpa_mask(pad_mask)  # (B, 1, 1, N) or None
         l1_weight = float(self.aux_l1_weight)
         if l1_weight < 0:
             raise ValueError(f'aux_l1_weight must be >= 0, got {self.aux_l1_weight!r}')
+        tau = check_aux_threshold(self.aux_threshold, self.aux_threshold_mode)
+        # At least float32: a count can exceed float16's range.
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        cut = mask_cut(tau, self.aux_threshold_mode, pad_mask, q.shape[2], q.dtype, q.device)
+        query_keep = None if pad_mask is None else (~pad_mask)[:, None, :, None]
+        if pad_mask is None:
+            real_pairs = q.shape[0] * q.shape[1] * q.shape[2] ** 2
+        else:
+            real_pairs = ((~pad_mask).sum(-1).to(dtype) ** 2).sum() * q.shape[1]
         if l1_weight > 0:
-            query_keep = None if pad_mask is None else (~pad_mask).to(q.dtype)[:, None, :, None]
-            # At least float32: a row count can exceed float16's range.
-            dtype = torch.promote_types(q.dtype, torch.float32)
             rows = (q.shape[0] * q.shape[2] if pad_mask is None else (~pad_mask).sum()) * q.shape[1]
             l1_scale = l1_weight / torch.as_tensor(rows, dtype=dtype, device=q.device).clamp_min(1)
             l1_sum = torch.zeros((), dtype=dtype, device=q.device)
         outs = []
         kept = torch.zeros((), dtype=torch.long, device=q.device)
-        total = 0
         for start in range(0, q.shape[2], self.aux_chunk):
             stop = start + self.aux_chunk
             logits = (q[:, :, start:stop] * self.scale) @ k.transpose(-2, -1)
             if key_mask is not None:
                 logits = logits.masked_fill(~key_mask, float('-inf'))
             attn = logits.softmax(dim=-1)
-            mask = attn > self.aux_threshold
+            mask = attn > cut
             weights = attn * mask
+            keep = None if query_keep is None else query_keep[:, :, start:stop]
             if l1_weight > 0:
-                keep = None if query_keep is None else query_keep[:, :, start:stop]
                 with torch.no_grad():
                     l1_sum += (weights.abs() if keep is None else weights.abs() * keep).sum()
                 if weights.requires_grad:
-                    weights = L1PenaltyGrad.apply(weights, l1_scale, keep)
+                    weights = L1PenaltyGrad.apply(weights, l1_scale, None if keep is None else keep.to(q.dtype))
             outs.append(weights @ v)
-            kept += mask.sum()
-            total += mask.numel()
+            # Padded keys never pass (A = 0 there); padded query rows are left out of the count.
+            kept += (mask if keep is None else mask & keep).sum()
         # One host sync for the statistics, after the last chunk.
-        self.last_mask_density = float(kept) / max(total, 1)
+        self.last_mask_density = float(kept) / max(float(real_pairs), 1.0)
         self.last_aux_l1 = float(l1_sum * l1_scale) if l1_weight > 0 else 0.0
         return torch.cat(outs, dim=2)
 
@@ -157,6 +189,35 @@ class CastlingAttention(QKVMixer):
 def inv_norm(t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """1 / max(||t||, eps) over the last dim (``F.normalize``'s rule), kept as a (..., 1) factor."""
     return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(eps).reciprocal()
+
+
+THRESHOLD_MODES = ('relative', 'absolute')
+
+
+def check_aux_threshold(tau, mode: str) -> float:
+    """``tau`` as a float after checking it suits ``mode``; errors name the bad value."""
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"unknown aux_threshold_mode {mode!r}; expected 'relative' (tau / N_real keys) "
+                         "or 'absolute' (the release's A > tau)")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+        raise ValueError(f'aux_threshold must be a finite number >= 0, got {tau!r}')
+    if mode == 'absolute' and tau >= 1:
+        # Softmax weights are < 1 (with two or more keys): the mask would be empty.
+        raise ValueError(f"aux_threshold {tau!r} with aux_threshold_mode='absolute' masks out every weight; "
+                         "expected a number in [0, 1) (or use 'relative', where tau is in units of 1/N_real)")
+    return float(tau)
+
+
+def mask_cut(tau: float, mode: str, pad_mask: Optional[torch.Tensor], num_tokens: int,
+             dtype: torch.dtype, device) -> Union[float, torch.Tensor]:
+    """What a softmax weight must exceed to pass the mask: ``tau`` ('absolute'), or ``tau / N_real``
+    ('relative') with N_real the real keys of each image, a (B, 1, 1, 1) tensor when padded."""
+    if mode == 'absolute':
+        return tau
+    if pad_mask is None:
+        return tau / num_tokens
+    real = (~pad_mask).sum(-1).clamp_min(1).to(torch.promote_types(dtype, torch.float32))
+    return (tau / real).to(device=device, dtype=dtype)[:, None, None, None]
 
 
 class L1PenaltyGrad(torch.autograd.Function):

@@ -8,11 +8,17 @@ schedule or loss. This project's choice, implemented by :class:`CastlingAuxSched
   up to iteration ``begin``, falls to 0 over [``begin``, ``end``] (``'linear'`` or ``'cosine'``),
   and is exactly 0 from ``end`` on. At 0 the branch is skipped entirely (no N x N weights are
   built), so the end of training already runs, and is checked on, the inference model.
-- **Threshold (optional).** tau of the mask [A > tau] rises linearly from ``threshold[0]`` to
-  ``threshold[1]`` over the same span, so the masks get sparser while the branch fades out.
+- **Threshold (optional).** tau of the mask rises linearly from ``threshold[0]`` to
+  ``threshold[1]`` over the same span, so the masks get sparser while the branch fades out. With
+  the default ``aux_threshold_mode='relative'`` the mask keeps A_ij > tau / N_real (N_real: the
+  image's real keys), so the mask density stays below 1 / tau in every stage whatever its size:
+  ``threshold=(1, 4)`` lowers that bound from 1 to 0.25. For ``'absolute'`` modules (the release's
+  A_ij > tau) both values must lie in [0, 1).
 - **L1 penalty (optional).** ``l1_weight`` > 0 adds ``l1_weight * mean_rows ||S_i||_1`` as a
   gradient on S inside the attention (see :mod:`mmvitattn.attention.castling`); the detector's
-  loss dict is untouched. The penalty is active whenever the branch is (coefficient > 0).
+  loss dict is untouched. The penalty is active whenever the branch is (coefficient > 0). With
+  a relative tau > 1 (1.5 or more in practice) its minimum is an empty mask (rows flattened
+  towards 1/N_real), so it lowers the density on top of the threshold.
 
 The hook keeps no state of its own: everything is a function of ``runner.iter`` (and of
 ``runner.max_iters`` for fractional ``begin``/``end``), so a run resumed from a checkpoint
@@ -27,7 +33,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
 
-from ..attention.castling import CastlingAttention
+from ..attention.castling import CastlingAttention, check_aux_threshold
 from ..registry import HOOKS
 
 Boundary = Union[int, float]
@@ -68,7 +74,6 @@ def stage_name(module_name: str) -> str:
     return '.'.join(prefix) or 'blocks'
 
 
-@HOOKS.register_module()
 def set_castling_aux(modules, coef: float, threshold: Optional[float] = None,
                      l1_weight: Optional[float] = None) -> int:
     """Set the auxiliary branch's coefficient (and optionally threshold and L1 weight) on
@@ -77,6 +82,10 @@ def set_castling_aux(modules, coef: float, threshold: Optional[float] = None,
     per epoch). Returns how many modules were set."""
     if isinstance(modules, nn.Module):
         modules = CastlingAuxScheduleHook.find_modules(modules).values()
+    modules = list(modules)
+    for m in modules:  # check every module before changing any
+        if threshold is not None:
+            check_aux_threshold(threshold, m.aux_threshold_mode)
     count = 0
     for m in modules:
         m.aux_coef = coef
@@ -90,6 +99,7 @@ def set_castling_aux(modules, coef: float, threshold: Optional[float] = None,
     return count
 
 
+@HOOKS.register_module()
 class CastlingAuxScheduleHook(Hook):
     """Anneal the auxiliary masked softmax branch of every ``CastlingAttention(aux_softmax=True)``.
 
@@ -104,7 +114,9 @@ class CastlingAuxScheduleHook(Hook):
             ``begin`` the coefficient is ``start_coef``, from ``end`` on exactly 0.
         start_coef: the coefficient at the start (>= 0).
         threshold: None (keep each module's ``aux_threshold``), one tau for the whole run, or
-            ``(tau_start, tau_end)`` raised linearly over [begin, end] (each in [0, 1)).
+            ``(tau_start, tau_end)`` raised linearly over [begin, end]; each >= 0, in units of
+            1/N_real for ``aux_threshold_mode='relative'`` modules (the default), in [0, 1) for
+            ``'absolute'`` ones (checked against the model in ``before_train``).
         l1_weight: weight of the L1 penalty on the masked weights (>= 0; 0 = none), set as
             ``aux_l1_weight`` on every module.
 
@@ -142,9 +154,9 @@ class CastlingAuxScheduleHook(Hook):
             return None
         values = (threshold, threshold) if _is_number(threshold) else threshold
         if (not isinstance(values, (tuple, list)) or len(values) != 2
-                or not all(_is_number(t) and 0 <= t < 1 for t in values)):
-            raise ValueError('threshold must be None, a number in [0, 1) or a pair (start, end) of '
-                             f'numbers in [0, 1), got {threshold!r}')
+                or not all(_is_number(t) and t >= 0 for t in values)):
+            raise ValueError('threshold must be None, a finite number >= 0 or a pair (start, end) of '
+                             f'such numbers, got {threshold!r}')
         return float(values[0]), float(values[1])
 
     # --- the schedule, a pure function of the iteration -----------------------------------
@@ -207,6 +219,14 @@ class CastlingAuxScheduleHook(Hook):
                 'remove the hook from custom_hooks')
         self._max_iters = runner.max_iters
         self.span(self._max_iters)  # fail now on an inconsistent begin/end
+        if self.threshold is not None:  # fail now on a tau that does not suit a module's mode
+            for name, m in self._modules.items():
+                for tau in self.threshold:
+                    try:
+                        check_aux_threshold(tau, m.aux_threshold_mode)
+                    except ValueError as err:
+                        raise ValueError(f'CastlingAuxScheduleHook threshold={self.threshold!r} for {name}: '
+                                         f'{err}') from None
         self.apply(runner.iter)
 
     def apply(self, iteration: int) -> float:

@@ -109,10 +109,11 @@ def inline_reference(mixer, x, hw):
     return linear(y, mixer.proj)
 
 
-def castling_reference(mixer, x, hw, pad=None, coef=0.0, tau=0.02):
+def castling_reference(mixer, x, hw, pad=None, coef=0.0, tau=0.02, mode='absolute'):
     """Linear-angular attention as an N x N matrix: (0.5 I + Q^ K^^T / pi) V, plus the
     thresholded softmax branch, row-normalised, plus the (9, 1) token-axis depthwise conv of V.
-    ``pad`` marks padded tokens: they are no keys and their v is zero."""
+    ``pad`` marks padded tokens: they are no keys and their v is zero. The branch keeps softmax
+    weights above ``tau`` ('absolute') or above ``tau`` / (number of real keys) ('relative')."""
     q, k, v = qkv_of(mixer, x)
     n = x.shape[0]
     real = torch.ones(n, dtype=torch.float64) if pad is None else (~pad).double()
@@ -123,7 +124,8 @@ def castling_reference(mixer, x, hw, pad=None, coef=0.0, tau=0.02):
     if coef:
         logits = (q @ k.transpose(-2, -1) * D**-0.5).masked_fill(real == 0, float('-inf'))
         attn = torch.softmax(logits, dim=-1)
-        y = y + coef * (attn * (attn > tau)) @ v
+        cut = tau if mode == 'absolute' else tau / real.sum()
+        y = y + coef * (attn * (attn > cut)) @ v
     y = F.normalize(y, dim=-1)
     weight = mixer.dconv.weight[:, 0, :, 0]  # (heads, 9)
     r = weight.shape[1] // 2
@@ -211,9 +213,12 @@ def test_castling_expansion_form_uses_the_sum_of_values():
         torch.testing.assert_close(mixer(x, (H, W)), mixer.proj(y.transpose(1, 2).reshape(x.shape)))
 
 
+@pytest.mark.parametrize('mode, tau', [('absolute', 0.02), ('relative', 1.5)])
 @pytest.mark.parametrize('coef', [1.0, 0.4])
-def test_castling_auxiliary_branch_matches_reference(coef):
-    mixer = build('castling', aux_softmax=True, aux_chunk=8)  # chunks that do not divide N
+def test_castling_auxiliary_branch_matches_reference(coef, mode, tau):
+    # Chunks that do not divide N; image 1 is padded (12 of 35 keys real), so a relative cut
+    # differs between the two images.
+    mixer = build('castling', aux_softmax=True, aux_chunk=8, aux_threshold=tau, aux_threshold_mode=mode)
     mixer.train()
     mixer.aux_coef = coef
     x, pad = make_batch()
@@ -221,9 +226,10 @@ def test_castling_auxiliary_branch_matches_reference(coef):
         out = mixer(x, (H, W), pad)
     assert 0 < mixer.last_mask_density < 1
     for b in range(2):
-        real = ~pad[b]
-        torch.testing.assert_close(out[b][real], castling_reference(mixer, x[b][real], (H, W), coef=coef),
-                                   rtol=1e-10, atol=1e-10)
+        real = ~pad[b]  # the padded image's real tokens equal the image run alone
+        torch.testing.assert_close(
+            out[b][real], castling_reference(mixer, x[b][real], (H, W), coef=coef, tau=tau, mode=mode),
+            rtol=1e-10, atol=1e-10)
 
 
 def test_castling_auxiliary_branch_off_outside_training():

@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 from mmvitattn.attention import build_attention
 from mmvitattn.backbones import CastlingPVT, CastlingViT
-from mmvitattn.engine import CastlingAuxScheduleHook
+from mmvitattn.engine import CastlingAuxScheduleHook, set_castling_aux
 from mmvitattn.engine.castling import stage_name
 from mmvitattn.registry import HOOKS
 
@@ -95,7 +95,7 @@ def test_threshold_schedule_rises_linearly_over_the_same_span():
     (dict(start_coef=-1.0), 'start_coef must be a finite number >= 0, got -1.0'),
     (dict(start_coef=float('nan')), 'start_coef .* got nan'),
     (dict(threshold=(0.02, )), r'threshold .* got \(0.02,\)'),
-    (dict(threshold=(0.02, 1.2)), r'got \(0.02, 1.2\)'),
+    (dict(threshold=(0.02, -0.1)), r'finite number >= 0 .* got \(0.02, -0.1\)'),
     (dict(l1_weight=-0.1), 'l1_weight must be a finite number >= 0, got -0.1'),
 ])
 def test_invalid_arguments_fail_naming_the_value(kwargs, message):
@@ -231,7 +231,7 @@ def test_coefficient_zero_trains_the_inference_model(build):
 def test_l1_penalty_adds_exactly_the_gradient_of_weighted_l1_of_s():
     C, HEADS, H, W = 32, 2, 4, 5
     torch.manual_seed(0)
-    mixer = build_attention('castling', C, HEADS, aux_softmax=True, aux_threshold=0.03, aux_chunk=7).double()
+    mixer = build_attention('castling', C, HEADS, aux_softmax=True, aux_threshold=1.2, aux_chunk=7).double()
     with torch.no_grad():
         for p in mixer.parameters():
             p.copy_(torch.randn_like(p) * 0.3)
@@ -258,7 +258,8 @@ def test_l1_penalty_adds_exactly_the_gradient_of_weighted_l1_of_s():
     q, k, v = mixer.project_qkv(x)
     logits = (q @ k.transpose(-2, -1) * mixer.scale).masked_fill(pad[:, None, None, :], float('-inf'))
     attn = logits.softmax(dim=-1)
-    s = attn * (attn > mixer.aux_threshold)
+    cut = 1.2 / (~pad).sum(-1).double()[:, None, None, None]  # relative: 1.2 / real keys of each image
+    s = attn * (attn > cut)
     real_rows = (~pad)[:, None, :, None]
     penalty = weight * (s.abs() * real_rows).sum() / (HEADS * (~pad).sum())
     penalty.backward()
@@ -397,3 +398,101 @@ def test_train_resume_mid_schedule_and_load_into_the_inference_model(coco_root, 
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 128, 160))
     assert all(torch.isfinite(f).all() for f in feats)
+
+
+# --- the mask density falls as configured on a short training run --------------------------------
+
+def density_model():
+    """A tiny Castling-PVT regressor with the branch in stages 2-4 (64 x 64 input: 64, 16 and 4
+    tokens). q and k get weights large enough that attention is far from uniform at the start, as
+    in a trained model; at the default initialisation almost no weight exceeds 1.5 / N."""
+    torch.manual_seed(0)
+    model = CastlingPVT(arch=None, depths=(1, 1, 1, 1), embed_dims=(8, 16, 32, 32), num_heads=(1, 2, 2, 2),
+                        mlp_ratios=(2, 2, 2, 2), num_classes=3,
+                        attn_cfgs=[dict(), dict(aux_softmax=True), dict(aux_softmax=True), dict(aux_softmax=True)])
+    with torch.no_grad():
+        for m in aux_modules(model):
+            m.q.weight.normal_(0, 0.3)
+            m.kv.weight.normal_(0, 0.3)
+    return model.train()
+
+
+def regression_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, generator=g)
+
+
+def train_step(model, optimizer, x, y):
+    loss = ((model.forward_classifier(x) - y) ** 2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_density_falls_with_the_scheduled_relative_threshold():
+    """The hook raises tau from 1 to 6 (units of 1/N_real) over 24 of 25 iterations: in every stage
+    the density stays below 1/tau at every step and falls with it."""
+    model = density_model()
+    x, y = regression_data()
+    hook = CastlingAuxScheduleHook(begin=0, end=24, schedule='linear', threshold=(1.0, 6.0))
+    runner = fake_runner(model, max_iters=25)
+    hook.before_train(runner)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    stages = ('block2', 'block3', 'block4')
+    densities = {s: [] for s in stages}
+    for it in range(24):  # the branch runs while the coefficient is > 0
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        train_step(model, optimizer, x, y)
+        hook.after_train_iter(runner, it)
+        tau = 1.0 + 5.0 * it / 24
+        assert runner.message_hub.get_scalar('train/castling_threshold').current() == pytest.approx(tau)
+        for s in stages:
+            density = runner.message_hub.get_scalar(f'train/castling_density_{s}').current()
+            assert density < 1 / tau, (s, it, density, tau)  # a row holds < N_real / tau weights above tau / N_real
+            densities[s].append(density)
+    for s in stages:
+        d = densities[s]
+        assert d[0] > 0.1, (s, d)  # the mask starts well populated ...
+        assert all(a >= b for a, b in zip(d, d[1:])), (s, d)  # ... and thins out step by step
+        assert d[-1] < 0.5 * d[0], (s, d)
+    mean_first = sum(densities[s][0] for s in stages) / 3
+    mean_last = sum(densities[s][-1] for s in stages) / 3
+    assert mean_first > 0.15 and mean_last < 1 / 6 * 0.5, (mean_first, mean_last)
+
+
+def test_l1_penalty_drives_the_density_to_zero():
+    """At a fixed relative tau of 2, the L1 penalty flattens the rows under the cut: the density of
+    every stage falls to (near) 0 within 30 steps; the same run without the penalty keeps its mask."""
+    x, y = regression_data()
+    runs = {}
+    for l1_weight in (0.0, 1.0):
+        model = density_model()
+        set_castling_aux(model, 1.0, threshold=2.0, l1_weight=l1_weight)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        history = []
+        for _ in range(30):
+            train_step(model, optimizer, x, y)
+            history.append([m.last_mask_density for m in aux_modules(model)])
+        runs[l1_weight] = history
+    plain, penalised = runs[0.0], runs[1.0]
+    assert plain[0] == penalised[0]  # same start: the penalty acts through the gradient only
+    mean = lambda row: sum(row) / len(row)  # noqa: E731
+    assert mean(penalised[0]) > 0.1
+    assert mean(penalised[-1]) < 0.1 * mean(penalised[0]), penalised[-1]
+    assert all(last < 0.25 * first for first, last in zip(penalised[0], penalised[-1])), penalised[-1]
+    assert mean(plain[-1]) > 5 * mean(penalised[-1]) and mean(plain[-1]) > 0.05, (plain[-1], penalised[-1])
+
+
+def test_hook_rejects_a_threshold_that_does_not_suit_an_absolute_module():
+    model = tiny_pvt(attn_cfgs=[dict(), dict(), dict(aux_softmax=True, aux_threshold_mode='absolute',
+                                                     aux_threshold=0.02), dict()])
+    hook = CastlingAuxScheduleHook(threshold=(0.5, 2.0))
+    with pytest.raises(ValueError, match=r"threshold=\(0.5, 2.0\) for block3.0.attn: aux_threshold 2.0 with "
+                       r"aux_threshold_mode='absolute' masks out every weight"):
+        hook.before_train(fake_runner(model))
+    with pytest.raises(ValueError, match="aux_threshold 1.5 with aux_threshold_mode='absolute'"):
+        set_castling_aux(model, 1.0, threshold=1.5)
+    assert aux_modules(model)[0].aux_threshold == 0.02  # nothing was changed
+    assert set_castling_aux(model, 0.5, threshold=0.04) == 2  # block3 holds two blocks
+    assert [m.aux_threshold for m in aux_modules(model)] == [0.04, 0.04]
