@@ -56,7 +56,7 @@ def build_backbone(args):
         cfg = Config.fromfile(args.config).model.backbone
         cfg.pop('init_cfg', None)
         cfg['type'] = cfg['type'].split('.')[-1]
-        return MODELS.build(cfg)
+        return MODELS.build(dict(cfg, _scope_='mmvitattn'))  # whatever scope is current
     kwargs = {}
     for item in args.model_args:
         key, sep, value = item.partition('=')
@@ -68,10 +68,10 @@ def build_backbone(args):
             kwargs[key] = value
     if args.arch is not None:
         kwargs['arch'] = args.arch
-    if MODELS.get(args.model) is None:
+    if args.model not in MODELS.module_dict:
         known = sorted(k for k in MODELS.module_dict)
         raise SystemExit(f'unknown backbone {args.model!r}; expected one of {known}')
-    return MODELS.build(dict(type=args.model, **kwargs))
+    return MODELS.build(dict(type=args.model, _scope_='mmvitattn', **kwargs))
 
 
 def write_atomically(obj, path: str) -> None:

@@ -255,11 +255,12 @@ def test_drop_path_is_stochastic_in_training_only():
 
 def test_registry_names_and_per_block_attention():
     from mmvitattn.attention import InLineAttention, SoftmaxAttention
-    model = MODELS.build(dict(type='InLineDeiT', arch='s', depth=1))
+    # _scope_: a test that ran before may have left mmdet's scope as the default.
+    model = MODELS.build(dict(type='InLineDeiT', arch='s', depth=1, _scope_='mmvitattn'))
     assert model.embed_dim == 320 and model.num_heads == 10 and model.pos_embed.shape[1] == 18 * 18 + 1
     assert isinstance(MODELS.build(dict(type='mmvitattn.DeiT', arch='b', depth=1)).blocks[0].attn,
                       SoftmaxAttention)
-    assert MODELS.build(dict(type='ArmourViT', arch='s', depth=1)).embed_dim == 384
+    assert MODELS.build(dict(type='ArmourViT', arch='s', depth=1, _scope_='mmvitattn')).embed_dim == 384
     mixed = ViT(arch='t', depth=2, attention=['inline', 'softmax'])
     assert isinstance(mixed.blocks[0].attn, InLineAttention) and isinstance(mixed.blocks[1].attn, SoftmaxAttention)
     assert mixed.blocks[0].norm1.eps == 1e-6  # DeiT's LayerNorm epsilon

@@ -43,7 +43,7 @@ def build_from_config(path: str, options=None):
 
 def build_backbone(name: str, options: dict):
     from mmvitattn.registry import MODELS
-    cfg = dict(type=name if '.' not in name else name.split('.', 1)[1], **options)
+    cfg = dict(type=name if '.' not in name else name.split('.', 1)[1], _scope_='mmvitattn', **options)
     try:
         return MODELS.build(cfg)
     except KeyError as e:

@@ -1,0 +1,76 @@
+"""The model zoo as a table: every config in configs/ (the CPU demo excluded), its parameters and
+FLOPs at the task's standard input (COCO 1280x800 for detection, ADE20K 512x2048 for
+segmentation; backbone and whole model, all attention ops counted, see get_flops.py), and the
+checkpoint its ``init_cfg`` expects. Prints a Markdown table (the README's) and writes JSON.
+
+    python tools/analysis/model_zoo.py [--configs configs/mask_rcnn/*.py] [--out work_dirs/zoo.json]
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from get_flops import ROOT, build_from_config  # noqa: E402
+
+from mmvitattn.analysis import model_flops  # noqa: E402
+
+STANDARD_SIZE = {'mmdet': ('coco', (800, 1280)), 'mmseg': ('ade20k', (512, 2048))}
+
+
+def zoo_configs():
+    paths = glob.glob(os.path.join(ROOT, 'configs', '*', '*.py'))
+    return sorted(os.path.relpath(p, ROOT) for p in paths if os.sep + '_base_' + os.sep not in p
+                  and os.sep + 'demo' + os.sep not in p)
+
+
+def describe(path: str) -> dict:
+    from mmengine.config import Config
+    cfg = Config.fromfile(os.path.join(ROOT, path))
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope not in STANDARD_SIZE:
+        raise SystemExit(f'{path}: default_scope {scope!r} is neither mmdet nor mmseg')
+    size_name, size = STANDARD_SIZE[scope]
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    model = build_from_config(os.path.join(ROOT, path)).eval()
+    counts = model_flops(model, size)
+    return dict(config=path, backbone=cfg.model.backbone.type.split('.')[-1], input=size_name,
+                height=size[0], width=size[1], params_backbone=counts['backbone'].params,
+                params=counts['model'].params, gflops_backbone=counts['backbone'].total / 1e9,
+                gflops=counts['model'].total / 1e9, checkpoint=init_cfg.get('checkpoint', '-'))
+
+
+def markdown(rows) -> str:
+    lines = ['| config | backbone | input (HxW) | params (backbone / all) | GFLOPs (backbone / all) | checkpoint |',
+             '|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| `{os.path.basename(r['config'])[:-3]}` | {r['backbone']} | {r['height']}x{r['width']} | "
+                     f"{r['params_backbone'] / 1e6:.1f}M / {r['params'] / 1e6:.1f}M | "
+                     f"{r['gflops_backbone']:.1f} / {r['gflops']:.1f} | `{r['checkpoint']}` |")
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--configs', nargs='+', help='configs to list (default: every one in configs/)')
+    parser.add_argument('--out', help='write the rows as JSON here')
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.configs or zoo_configs():
+        rows.append(describe(os.path.relpath(os.path.abspath(path), ROOT)))
+        r = rows[-1]
+        print(f"{r['config']}: {r['gflops_backbone']:.1f} / {r['gflops']:.1f} GFLOPs", file=sys.stderr, flush=True)
+    print(markdown(rows))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        tmp = args.out + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(rows, f, indent=1)
+        os.replace(tmp, args.out)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
