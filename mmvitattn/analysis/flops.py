@@ -233,11 +233,14 @@ class _TwoStageTensorForward(nn.Module):
         outs = (det.rpn_head(feats), )
         rois = bbox2roi([self.boxes.to(x.dtype)])
         roi = det.roi_head
-        if roi.with_bbox:
-            res = roi._bbox_forward(feats, rois)
-            outs += (res['cls_score'], res['bbox_pred'])
-        if roi.with_mask:
-            outs += (roi._mask_forward(feats, rois[:100])['mask_preds'], )  # as mmdet's forward
+        # Cascade heads run every stage (on the same boxes here; mmdet refines them in between).
+        stages = [(stage, ) for stage in range(roi.num_stages)] if hasattr(roi, 'num_stages') else [()]
+        for stage in stages:
+            if roi.with_bbox:
+                res = roi._bbox_forward(*stage, feats, rois)
+                outs += (res['cls_score'], res['bbox_pred'])
+            if roi.with_mask:
+                outs += (roi._mask_forward(*stage, feats, rois[:100])['mask_preds'], )  # as mmdet's forward
         return outs
 
 

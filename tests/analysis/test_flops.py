@@ -184,3 +184,21 @@ def test_benchmark_floors():
     # Per block, 'proj' adds exactly the q/k/v and output projections over the N tokens.
     assert counts[1] - counts[0] == 2 * (N * C * 3 * C + N * C * C)
     assert counts[0] < counts[1] < counts[2]
+
+
+def test_cascade_detectors_count_every_stage():
+    """Each of Cascade R-CNN's three stages runs its bbox and mask heads on the same fixed boxes,
+    so all three are counted, and equally (same head architecture)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmvitattn.analysis import model_flops
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/cascade_rcnn/cascade-mask-rcnn_inline-swin-t_fpn_1x_coco.py'))
+    init_default_scope('mmdet')
+    cfg.model.backbone.update(init_cfg=None, depths=(1, 1, 1, 1))
+    counts = model_flops(DET_MODELS.build(cfg.model).eval(), (64, 96), num_proposals=20)['model']
+    for head in ('bbox_head', 'mask_head'):
+        stages = [counts.by_module.get(f'roi_head.{head}.{i}', 0) for i in range(3)]
+        assert stages[0] > 0 and stages == [stages[0]] * 3, (head, stages)
+    assert counts.total > sum(counts.by_module.get(f'roi_head.{h}.{i}', 0)
+                              for h in ('bbox_head', 'mask_head') for i in range(3))
