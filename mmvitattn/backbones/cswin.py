@@ -13,9 +13,8 @@ Per-stage attention names:
   ``split_size`` columns wide), the second (``attns.1``) inside horizontal stripes (``split_size``
   rows high, the full map width). Each branch adds LePE, a 3x3 depthwise conv (``get_v``) of V
   applied inside each stripe. With ``split_size=None`` the stage has one branch with all heads over
-  the whole map (CSWin's last stage). Stripes fit any map: the map is padded up to a multiple of the
-  stripe width at run time, padded keys are masked out, and the result is cropped back, which gives
-  exactly what the last, narrower stripe would give on its own.
+  the whole map (CSWin's last stage). Stripes fit any map: the map is zero-padded up to a multiple
+  of the stripe width at run time and the result cropped back (see "Reference followed").
 - ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): one branch of global InLine
   attention over the whole stage map that keeps CSWin's static LePE conv ``get_v`` on V and adds the
   dynamic 3x3 depthwise conv whose kernel ``residual`` predicts from the token mean of the *block
@@ -24,9 +23,28 @@ Per-stage attention names:
   ``'softmax'``, ...): a generic token mixer with its own projections under ``attn`` (no official
   checkpoint layout exists for these).
 
-Batch padding (``pad_mask``) is honoured everywhere: padded tokens are never keys, are zeroed before
-every LePE / dynamic conv and every merge, and take no part in any mean, so a real image gets the
-same features alone or padded inside a batch.
+Batch padding (``pad_mask``) is honoured everywhere: padded tokens are never keys (stripes are laid
+over each image's own map), are zeroed before every LePE / dynamic conv and every merge, and take no
+part in any mean, so a real image gets the same features alone or padded inside a batch.
+
+Reference followed: CSWin (microsoft/CSWin-Transformer, ``models/cswin.py``; for sizes that are not
+a multiple of the stripe width, which the classification code never accepts, its segmentation
+backbone ``segmentation/backbone/cswin_transformer.py``) and the released InLine-CSwin
+(LeapLabTHU/InLine, ``models/inline_cswin.py``):
+
+- stripe widths ``split_size=[1, 2, 7, 7]`` at 224 (``[1, 2, 12, 12]`` at 384); the last stage
+  (and any stage whose map equals the stripe width) is one branch over the whole map. InLine stages
+  use ``la_split_size`` 56-28-14-7 (96-48-24-12 at 384), i.e. the whole stage map: global here.
+- maps that are not a multiple of the stripe width (e.g. stage 3 at 512 x 512, 32 x 32 with
+  stripes of 7): the segmentation code pads the projected q, k, v with zeros split equally between
+  both sides (top/left the smaller half) and lets the zeros take part in the softmax as keys; that is
+  the default (``attn_cfgs=dict(stripe_padding='center')``). ``stripe_padding='end'`` pads at the
+  bottom/right and masks the zeros out instead, so the last stripe is just narrower.
+- LayerNorm eps 1e-5 everywhere (PyTorch's default, as released); the 7x7 / 4 / padding 2 conv
+  stem and 3x3 / 2 / padding 1 merges, each followed by a LayerNorm; GELU MLPs; drop path rising
+  linearly over all blocks; the classifier: final norm, token mean, head. Sizes that are not a
+  multiple of 4 are zero-padded up before the stem (the released stem's ``Rearrange`` accepts the
+  training size only).
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -39,7 +57,7 @@ from ..attention import ATTENTIONS, build_attention
 from ..attention.base import check_heads, float32_region, to_float32
 from ..registry import MODELS
 from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
-                     per_stage)
+                     per_image, per_stage)
 
 # Sizes of the original CSWin Transformer (softmax): CSWin-T/S/B.
 CSWIN_ARCHS = {
@@ -55,30 +73,43 @@ INLINE_CSWIN_ARCHS = {
 }
 NATIVE_ATTENTIONS = ('cswin', 'inline')
 STRIPE_MODES = ('vertical', 'horizontal', 'global')
+STRIPE_PADDINGS = ('center', 'end')
 
 
-def to_windows(t: torch.Tensor, hw: Tuple[int, int], window: Tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) row-major map -> (B * windows, wh * ww, C); zero-padded up to whole windows."""
+def window_padding(hw: Tuple[int, int], window: Tuple[int, int], center: bool) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) zeros that make an H x W map whole windows: split equally between
+    both sides (``center``, the official CSWin segmentation code, top/left getting the smaller half)
+    or all at the bottom/right."""
+    pad_h, pad_w = -hw[0] % window[0], -hw[1] % window[1]
+    top, left = (pad_h // 2, pad_w // 2) if center else (0, 0)
+    return top, pad_h - top, left, pad_w - left
+
+
+def to_windows(t: torch.Tensor, hw: Tuple[int, int], window: Tuple[int, int], center: bool = False) -> torch.Tensor:
+    """(B, H*W, C) row-major map -> (B * windows, wh * ww, C); zero-padded up to whole windows
+    (see :func:`window_padding`)."""
     b, _, c = t.shape
     h, w = hw
     wh, ww = window
-    pad_h, pad_w = -h % wh, -w % ww
+    top, bottom, left, right = window_padding(hw, window, center)
     grid = t.reshape(b, h, w, c)
-    if pad_h or pad_w:
-        grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))
-    nh, nw = (h + pad_h) // wh, (w + pad_w) // ww
+    if top or bottom or left or right:
+        grid = F.pad(grid, (0, 0, left, right, top, bottom))
+    nh, nw = (h + top + bottom) // wh, (w + left + right) // ww
     grid = grid.reshape(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5)
     return grid.reshape(b * nh * nw, wh * ww, c)
 
 
-def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple[int, int]) -> torch.Tensor:
+def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple[int, int],
+                 center: bool = False) -> torch.Tensor:
     """Inverse of :func:`to_windows`, cropping the padding: -> (B, H*W, C)."""
     h, w = hw
     wh, ww = window
+    top, _, left, _ = window_padding(hw, window, center)
     nh, nw = -(-h // wh), -(-w // ww)
     c = t.shape[-1]
     grid = t.reshape(batch, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * wh, nw * ww, c)
-    return grid[:, :h, :w].reshape(batch, h * w, c)
+    return grid[:, top:top + h, left:left + w].reshape(batch, h * w, c)
 
 
 def split_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -98,14 +129,26 @@ class LePEAttention(nn.Module):
 
     Operates on already projected q, k, v of shape (B, H*W, dim) (this branch's channel share).
     ``mode``: 'vertical' (windows H x split_size), 'horizontal' (split_size x W) or 'global' (H x W).
+    ``stripe_padding`` (maps that are not a multiple of the stripe width):
+
+    - ``'center'`` (default; the official CSWin segmentation code): zeros added equally on both
+      sides of the map (the stripes are centred on it) and attended as zero keys and values.
+    - ``'end'``: zeros at the bottom/right and masked out of the softmax, so the last stripe is
+      simply narrower.
+
+    With batch padding an image is attended over its own real map (what it gets alone).
     """
 
-    def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None):
+    def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None,
+                 stripe_padding: str = 'center'):
         super().__init__()
         if mode not in STRIPE_MODES:
             raise ValueError(f'unknown stripe mode {mode!r}; expected one of {STRIPE_MODES}')
         if mode != 'global' and (not isinstance(split_size, int) or split_size < 1):
             raise ValueError(f'{mode} stripes need a positive int split_size, got {split_size!r}')
+        if stripe_padding not in STRIPE_PADDINGS:
+            raise ValueError(f'unknown stripe_padding {stripe_padding!r}; expected one of {STRIPE_PADDINGS}')
+        self.center = stripe_padding == 'center'
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = check_heads(dim, num_heads)
@@ -123,12 +166,19 @@ class LePEAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if pad_mask is not None and self.center and self.mode != 'global':
+            # Centred stripes depend on the map size: lay them over each image's own map.
+            return per_image(self.attend, (q, k, v), hw, pad_mask)
+        return self.attend(q, k, v, hw, pad_mask)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
+               pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, n, c = q.shape
         window = self.window_shape(hw)
         wh, ww = window
-        runtime_pad = (-hw[0] % wh) or (-hw[1] % ww)
+        masked_pad = not self.center and ((-hw[0] % wh) or (-hw[1] % ww))
         key_ok = None
-        if pad_mask is not None or runtime_pad:
+        if pad_mask is not None or masked_pad:
             real = q.new_ones(b, n, 1) if pad_mask is None else (~pad_mask).to(q.dtype).unsqueeze(-1)
             v = v * real if pad_mask is not None else v  # LePE sees zeros where there is no token
             key_ok = to_windows(real, hw, window)[..., 0] > 0.5  # (B', L)
@@ -136,17 +186,18 @@ class LePEAttention(nn.Module):
             # (cropped or padded tokens), and this keeps NaN out of the padded positions.
             key_ok = key_ok | ~key_ok.any(dim=-1, keepdim=True)
             key_ok = key_ok[:, None, None, :]
-        qw, kw, vw = (to_windows(t, hw, window) for t in (q, k, v))
+        qw, kw, vw = (to_windows(t, hw, window, self.center) for t in (q, k, v))
         nwin = vw.shape[0]
         lepe = self.get_v(vw.transpose(1, 2).reshape(nwin, c, wh, ww)).reshape(nwin, c, wh * ww)
         y = F.scaled_dot_product_attention(split_heads(qw, self.num_heads), split_heads(kw, self.num_heads),
                                            split_heads(vw, self.num_heads), attn_mask=key_ok)
         y = merge_heads(y) + lepe.transpose(1, 2)
-        return from_windows(y, b, hw, window)
+        return from_windows(y, b, hw, window, self.center)
 
     def extra_repr(self) -> str:
         split = '' if self.mode == 'global' else f', split_size={self.split_size}'
-        return f'dim={self.dim}, num_heads={self.num_heads}, mode={self.mode}{split}'
+        padding = '' if self.center else ", stripe_padding='end'"
+        return f'dim={self.dim}, num_heads={self.num_heads}, mode={self.mode}{split}{padding}'
 
 
 class InLineLePEAttention(nn.Module):
@@ -211,9 +262,11 @@ class CSwinBlock(nn.Module):
         self.attention = attention
         if attention in NATIVE_ATTENTIONS:
             proj_drop = attn_cfg.pop('proj_drop', 0.0)
+            stripe_padding = attn_cfg.pop('stripe_padding', 'center') if attention == 'cswin' else None
             if attn_cfg:
+                allowed = "'proj_drop', 'stripe_padding'" if attention == 'cswin' else "'proj_drop'"
                 raise ValueError(f'unknown options {sorted(attn_cfg)} for {attention!r} attention; '
-                                 "expected only 'proj_drop'")
+                                 f'expected only {allowed}')
             self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
             self.norm1 = nn.LayerNorm(dim)
             self.proj = nn.Linear(dim, dim)
@@ -221,12 +274,12 @@ class CSwinBlock(nn.Module):
             if attention == 'inline':
                 branches = [InLineLePEAttention(dim, num_heads)]
             elif split_size is None:
-                branches = [LePEAttention(dim, num_heads, 'global')]
+                branches = [LePEAttention(dim, num_heads, 'global', stripe_padding=stripe_padding)]
             else:
                 if num_heads % 2:
                     raise ValueError(f'stripe attention splits the heads into two halves; num_heads={num_heads} '
                                      f'(width {dim}) must be even, or use split_size=None')
-                branches = [LePEAttention(dim // 2, num_heads // 2, mode, split_size)
+                branches = [LePEAttention(dim // 2, num_heads // 2, mode, split_size, stripe_padding)
                             for mode in ('vertical', 'horizontal')]
             self.attns = nn.ModuleList(branches)
         else:
@@ -314,7 +367,9 @@ class CSwin(BackboneBase):
         attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one per stage.
         embed_dims: stage-1 width (doubled at every merge) or four widths.
         split_sizes: stripe width of 'cswin' stages; None for one branch over the whole map.
-            The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384.
+            The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384. Stripes
+            are padded as the official segmentation code pads them (``stripe_padding`` in
+            ``attn_cfgs``, see the module docstring).
         out_norm: a LayerNorm (``out_norm{i}``) on every returned map (the released models have
             one ``norm`` on the last stage only, used by the classifier).
         num_classes: > 0 adds the ImageNet classifier: ``norm`` on the last stage, token mean, ``head``.

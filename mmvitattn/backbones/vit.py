@@ -19,6 +19,18 @@ backbone offers three output types (``out_type``):
 
 "InLine-DeiT-T", "Armour-S" and "Castling-ViT" are configurations of the one ``ViT`` class; the
 registered subclasses only pick the attention and the released widths.
+
+Reference followed: timm's ``vision_transformer.py`` (DeiT's weights; equality with timm is
+tested) and the released InLine-DeiT (LeapLabTHU/InLine, ``models/inline_deit.py``, built on
+timm's ViT):
+
+- LayerNorm eps 1e-6 in the blocks and the final norm; GELU MLPs; pre-norm blocks; drop path
+  rising linearly over the blocks; the classifier on the cls token after the final norm.
+- position embeddings at another grid: timm's ``resample_abs_pos_embed`` (bicubic, antialias,
+  ``align_corners=False``, the cls entry kept). The released InLine-DeiT models never resize
+  (each runs at its training size: 224 / 288 / 448); DeiT's fine-tuning script and ViTDet resize
+  bicubically without antialias, available as ``interpolate_antialias=False``.
+- sizes that are not a multiple of 16 are zero-padded up (timm's ``dynamic_img_pad``).
 """
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -29,8 +41,9 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..registry import MODELS
-from .common import (BackboneBase, Block, PatchEmbed, downsample_pad_mask, init_transformer_weights, per_stage,
-                     resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
+from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, downsample_pad_mask,
+                     init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image,
+                     valid_sizes)
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -44,7 +57,6 @@ VIT_ARCHS: Dict[str, dict] = {
 }
 SHORT_ARCHS = {'t': 't', 'ti': 't', 'tiny': 't', 's': 's', 'small': 's', 'b': 'b', 'base': 'b'}
 OUT_TYPES = ('featmap', 'simple_pyramid', 'multi_level')
-INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest')
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -155,10 +167,7 @@ class ViT(BackboneBase):
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
         if pretrain_img_size < patch_size:
             raise ValueError(f'pretrain_img_size={pretrain_img_size} is smaller than patch_size={patch_size}')
-        if interpolate_mode not in INTERPOLATE_MODES:
-            raise ValueError(f'unknown interpolate_mode {interpolate_mode!r}; expected one of {INTERPOLATE_MODES}')
-        if interpolate_mode == 'nearest' and interpolate_antialias:
-            raise ValueError("interpolate_antialias=True needs interpolate_mode 'bicubic' or 'bilinear'")
+        check_interpolation(interpolate_mode, interpolate_antialias)
         attention = per_stage(attention if attention is not None else self.default_attention, depth, 'attention', 'block')
         if None in attention:
             raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per block')
