@@ -8,7 +8,7 @@ tokens take no part in any sum, mean or softmax, so real tokens get the same res
 image had been run alone.
 """
 import contextlib
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +155,27 @@ class QKVMixer(TokenMixer):
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def per_image(fn, tensors: Sequence[torch.Tensor], hw: Tuple[int, int], pad_mask: torch.Tensor) -> torch.Tensor:
+    """``fn(*crops, (h, w))`` on each image's own real part of (B, H*W, C) token maps (the top-left
+    rectangle a bottom/right ``pad_mask`` (B, H*W) leaves), images of one valid size together: what
+    each image gets alone, for mixers whose windows depend on the map size. Padded tokens' outputs
+    are zero; the output has the width of the last tensor."""
+    b = tensors[0].shape[0]
+    real = ~pad_mask.reshape(b, *hw)
+    sizes = torch.stack([real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)], dim=1).tolist()
+    out = tensors[-1].new_zeros(b, *hw, tensors[-1].shape[-1])
+    groups = {}
+    for i, size in enumerate(map(tuple, sizes)):
+        groups.setdefault(size, []).append(i)
+    for (h, w), idx in groups.items():
+        if h == 0 or w == 0:
+            continue
+        sel = torch.tensor(idx, device=out.device)
+        crops = [t.reshape(b, *hw, -1)[sel, :h, :w].reshape(len(idx), h * w, -1) for t in tensors]
+        out[sel, :h, :w] = fn(*crops, (h, w)).reshape(len(idx), h, w, -1).to(out.dtype)
+    return out.reshape(b, hw[0] * hw[1], -1)
 
 
 def float32_region(t: torch.Tensor):

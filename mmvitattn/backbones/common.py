@@ -147,24 +147,6 @@ def valid_sizes(token_pad: torch.Tensor, hw: Tuple[int, int]) -> list:
     return [tuple(s) for s in torch.stack([rows, cols], dim=1).tolist()]
 
 
-def per_image(fn, tensors: Sequence[torch.Tensor], hw: Tuple[int, int], pad_mask: torch.Tensor) -> torch.Tensor:
-    """``fn(*crops, (h, w))`` on each image's own real (top-left) part of (B, H*W, C) token maps, images
-    of one valid size together: what each image gets alone. Padded tokens' outputs are zero; the
-    output has the width of the last tensor."""
-    b = tensors[0].shape[0]
-    out = tensors[-1].new_zeros(b, *hw, tensors[-1].shape[-1])
-    groups = {}
-    for i, size in enumerate(valid_sizes(pad_mask, hw)):
-        groups.setdefault(size, []).append(i)
-    for (h, w), idx in groups.items():
-        if h == 0 or w == 0:
-            continue
-        sel = torch.tensor(idx, device=out.device)
-        crops = [t.reshape(b, *hw, -1)[sel, :h, :w].reshape(len(idx), h * w, -1) for t in tensors]
-        out[sel, :h, :w] = fn(*crops, (h, w)).reshape(len(idx), h, w, -1).to(out.dtype)
-    return out.reshape(b, hw[0] * hw[1], -1)
-
-
 def resize_pos_embed_per_image(pos_embed: torch.Tensor, src_hw: Tuple[int, int], hw: Tuple[int, int],
                                sizes: Sequence[Tuple[int, int]], num_prefix: int = 0, **kwargs) -> torch.Tensor:
     """(B, prefix + h*w, C) position embeddings for a padded batch: each image gets the embedding

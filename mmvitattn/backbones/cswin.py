@@ -54,10 +54,10 @@ from timm.layers import DropPath
 from torch import nn
 
 from ..attention import ATTENTIONS, build_attention
-from ..attention.base import check_heads, float32_region, to_float32
+from ..attention.base import check_heads, float32_region, per_image, to_float32
 from ..registry import MODELS
 from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
-                     per_image, per_stage)
+                     per_stage)
 
 # Sizes of the original CSWin Transformer (softmax): CSWin-T/S/B.
 CSWIN_ARCHS = {
