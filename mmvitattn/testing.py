@@ -82,9 +82,10 @@ def train_step_and_predict(model, cfg: Config, data: dict, seed: int = 0):
 
 @contextlib.contextmanager
 def focal_loss_on_mmcv_op():
-    """Make mmdet's ``FocalLoss`` take the branch it takes for CUDA tensors (mmcv's compiled
-    ``sigmoid_focal_loss``, class-index targets) on CPU too, where it would use its Python formula:
-    with the fallback ops forced, a CPU step then runs the op a GPU step runs."""
+    """Make mmdet's ``FocalLoss`` with class-index targets (RetinaNet's) take the branch it takes
+    for CUDA tensors (mmcv's compiled ``sigmoid_focal_loss``) on CPU too, where it would one-hot
+    the targets for its Python formula: with the fallback ops forced, a CPU step then runs the op
+    a GPU step runs."""
     from mmdet.models.losses import focal_loss
 
     def through_mmcv_op(pred, target, weight=None, gamma=2.0, alpha=0.25, reduction='mean', avg_factor=None):

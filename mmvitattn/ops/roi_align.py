@@ -14,6 +14,13 @@ MAX_POOL, AVG_POOL = 0, 1
 NO_SAMPLE = -10000.0  # mmcv's start value for a bin's maximum; also the output of an empty bin
 # Bilinear samples held at once by the max-pooling path (points x channels), to bound memory.
 MAX_POOL_CHUNK = 1 << 24
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types (mixed precision): torchvision's kernels have no bfloat16 version
+    and sums of many samples lose precision in float16."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 def roi_align_forward(input: Tensor, rois: Tensor, output: Tensor, argmax_y: Tensor, argmax_x: Tensor,
@@ -22,7 +29,8 @@ def roi_align_forward(input: Tensor, rois: Tensor, output: Tensor, argmax_y: Ten
     check_pool_mode(pool_mode)
     if rois.numel() == 0:
         return
-    rois = rois.to(input.dtype)
+    dtype = _compute_dtype(input.dtype)
+    input, rois = input.to(dtype), rois.to(dtype)
     if pool_mode == AVG_POOL:
         result = torch.ops.torchvision.roi_align(input, rois, float(spatial_scale), int(aligned_height),
                                                  int(aligned_width), int(sampling_ratio), bool(aligned))
@@ -41,25 +49,26 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, argmax_y: Tensor, argm
     check_pool_mode(pool_mode)
     if rois.numel() == 0:
         return
-    grad_output = grad_output.contiguous()
-    rois = rois.to(grad_output.dtype)
+    dtype = _compute_dtype(grad_output.dtype)
+    grad_output, rois = grad_output.contiguous().to(dtype), rois.to(dtype)
     n, c, h, w = grad_input.shape
     if pool_mode == AVG_POOL:
         grad = torch.ops.torchvision._roi_align_backward(
             grad_output, rois, float(spatial_scale), int(aligned_height), int(aligned_width), n, c, h, w,
             int(sampling_ratio), bool(aligned))
-        grad_input.add_(grad)
+        grad_input.add_(grad.to(grad_input.dtype))
         return
     # Max pooling: each bin's gradient goes to the four neighbours of its maximum's sample point.
     batch = rois[:, 0].long().view(-1, 1, 1, 1).expand_as(grad_output)
     channel = torch.arange(c, device=grad_output.device).view(1, -1, 1, 1).expand_as(grad_output)
     found = argmax_y != -1.0
-    corners = _bilinear_corners(argmax_y[found], argmax_x[found], h, w)
+    corners = _bilinear_corners(argmax_y[found].to(dtype), argmax_x[found].to(dtype), h, w)
     plane = (batch[found] * c + channel[found]) * (h * w)
-    flat = grad_input.view(-1)
+    flat = grad_input.new_zeros(grad_input.numel(), dtype=dtype)
     g = grad_output[found]
     for pos, weight, valid in corners:
         flat.index_add_(0, (plane + pos)[valid], (g * weight)[valid])
+    grad_input.add_(flat.view_as(grad_input).to(grad_input.dtype))
 
 
 def check_pool_mode(pool_mode: int) -> None:

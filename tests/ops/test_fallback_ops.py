@@ -208,3 +208,22 @@ def test_only_devices_without_an_mmcv_kernel_are_routed(monkeypatch, cuda_visibl
     finally:
         ops.uninstall_fallbacks()
     assert mmcv._ext.nms is mmcv_nms
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('pool_mode', ['avg', 'max'])
+def test_roi_align_mixed_precision_inputs(dtype, pool_mode):
+    """Under autocast the RoI extractor gets half-precision features and RoIs; the fallback computes
+    in float32 (torchvision has no bfloat16 kernel) and returns the input's dtype."""
+    g = torch.Generator().manual_seed(5)
+    feats = torch.randn(2, 4, 16, 24, generator=g).to(dtype)
+    rois = random_rois(30, (64, 96), 2, g).to(dtype)
+    weight = torch.randn(30, 4, 7, 7, generator=g)
+    ref_out, ref_grad = roi_align_value_and_grad(feats.float(), rois.float(), (7, 7), 0.25, 0, pool_mode, True,
+                                                 weight)
+    with forced_fallbacks():
+        out, grad = roi_align_value_and_grad(feats, rois, (7, 7), 0.25, 0, pool_mode, True, weight.to(dtype))
+    assert out.dtype == grad.dtype == dtype
+    torch.testing.assert_close(out.float(), ref_out, rtol=1e-2, atol=1e-2)
+    if pool_mode == 'avg':  # the max mode keeps its maxima's sample points in the input's dtype, as mmcv
+        torch.testing.assert_close(grad.float(), ref_grad, rtol=1e-2, atol=2e-2)
