@@ -38,6 +38,17 @@ def fewer_samples(model_cfg) -> None:
         stage.sampler.num = 32
 
 
+def keep_detections(model_cfg, max_per_img: int = 10) -> None:
+    """Random weights score below the recipes' thresholds, and post-processing (NMS, masks) is
+    skipped for an empty set: keep the best boxes whatever their score, and soft masks."""
+    test_cfg = model_cfg.get('test_cfg', {})
+    for cfg in (test_cfg.get('rcnn'), test_cfg if 'score_thr' in test_cfg else None):
+        if cfg:
+            cfg.update(score_thr=0.0, max_per_img=max_per_img)
+            if 'mask_thr_binary' in cfg:
+                cfg.mask_thr_binary = -1  # mmdet keeps the mask probabilities
+
+
 def step_setup(path: str) -> Tuple[Config, dict, object]:
     """The config (its default scope set), a tiny batch for it and its task's model registry."""
     from mmengine.registry import init_default_scope

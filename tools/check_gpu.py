@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from mmvitattn.utils.runtime import write_json, write_text  # noqa: E402
+
 CONFIGS = {
     'mask-rcnn inline-pvt-nano': ('configs/demo/mask-rcnn_inline-pvt-nano_fpn_coco-demo.py', 'coco/bbox_mAP'),
     'mask-rcnn castling-pvt-nano aux': ('configs/demo/mask-rcnn_castling-pvt-nano-aux_fpn_coco-demo.py',
@@ -119,9 +121,9 @@ def train_and_test(name: str, precision: str, args) -> dict:
     finite = bool(losses) and all(math.isfinite(loss) for _, loss in losses)
     result['ok'] = rc == 0 and finite and result.get('test_rc') == 0 and metric in result.get('metrics', {})
     result['log'] = osp.relpath(work_dir, REPO)
-    print(f'  {name:32} {precision:9} {"ok" if result["ok"] else "FAILED"} '
-          f'(train {result["train_s"]} s, loss {losses[0][1] if losses else "-"} -> '
-          f'{losses[-1][1] if losses else "-"}, {metric} {result.get("metrics", {}).get(metric, "-")})', flush=True)
+    loss = f'{losses[0][1]:.3f} -> {losses[-1][1]:.3f}' if losses else '-'
+    print(f'  {name:32} {precision:9} {"ok" if result["ok"] else "FAILED"} (train {result["train_s"]} s, '
+          f'loss {loss}, {metric} {result.get("metrics", {}).get(metric, "-")})', flush=True)
     return result
 
 
@@ -184,13 +186,6 @@ def sweep_table(sweeps) -> str:
     return '\n\n'.join(blocks)
 
 
-def write_atomic(path: str, text: str):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/check_gpu')
@@ -240,9 +235,10 @@ def main(argv=None):
                   sweeps=sweeps, time=time.strftime('%Y-%m-%d %H:%M:%S'))
     tables = (f'GPU check on {env.get("gpu", args.device)} (torch {env["torch"]}, CUDA {env["torch_cuda"]}, '
               f'mmcv CUDA ops: {env["mmcv_cuda_ops"]}; fallback ops on: {", ".join(env["fallback_devices"]) or "-"})'
-              f', {total_s / 60:.1f} min\n\n' + training_table(runs) + '\n\n' + sweep_table(sweeps) + '\n')
-    write_atomic(osp.join(args.work_dir, 'check_gpu.json'), json.dumps(report, indent=1, default=float))
-    write_atomic(osp.join(args.work_dir, 'check_gpu.md'), tables)
+              f', {total_s / 60:.1f} min\n\n' + '\n\n'.join(
+                  ([training_table(runs)] if runs else []) + ([sweep_table(sweeps)] if sweeps else [])) + '\n')
+    write_json(osp.join(args.work_dir, 'check_gpu.json'), report)
+    write_text(osp.join(args.work_dir, 'check_gpu.md'), tables)
     print('\n' + tables)
     print(f'written: {osp.join(args.work_dir, "check_gpu.json")} and check_gpu.md')
     failed = [r for r in runs if not r['ok']] + [s for s in sweeps if 'error' in s]

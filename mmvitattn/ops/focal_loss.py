@@ -24,12 +24,12 @@ def _parts(input: Tensor, target: Tensor, weight: Tensor):
                              f'targets in [0, {weight.numel()}), got values in '
                              f'[{int(target.min())}, {int(target.max())}]')
         class_weight = weight.float()[target].view(-1, 1)
-    return x, p, positive, class_weight
+    return p, positive, class_weight
 
 
 def sigmoid_focal_loss_forward(input: Tensor, target: Tensor, weight: Tensor, output: Tensor, gamma: float,
                                alpha: float) -> None:
-    _, p, positive, class_weight = _parts(input, target, weight)
+    p, positive, class_weight = _parts(input, target, weight)
     term_p = (1 - p).pow(gamma) * p.clamp(min=_TINY).log()
     term_n = p.pow(gamma) * (1 - p).clamp(min=_TINY).log()
     loss = torch.where(positive, -alpha * term_p, -(1 - alpha) * term_n)
@@ -40,7 +40,7 @@ def sigmoid_focal_loss_forward(input: Tensor, target: Tensor, weight: Tensor, ou
 
 def sigmoid_focal_loss_backward(input: Tensor, target: Tensor, weight: Tensor, grad_input: Tensor,
                                 gamma: float, alpha: float) -> None:
-    _, p, positive, class_weight = _parts(input, target, weight)
+    p, positive, class_weight = _parts(input, target, weight)
     term_p = (1 - p).pow(gamma) * (1 - p - gamma * p * p.clamp(min=_TINY).log())
     term_n = p.pow(gamma) * (gamma * (1 - p) * (1 - p).clamp(min=_TINY).log() - p)
     grad = torch.where(positive, -alpha * term_p, -(1 - alpha) * term_n)

@@ -128,8 +128,13 @@ def save_predictions(cfg: Config, task: str, out: str) -> None:
 
 def write_json(path: str, data) -> None:
     """Write JSON atomically: a reader never sees a half-written file."""
+    write_text(path, json.dumps(data, indent=2, default=float))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, default=float)
+        f.write(text)
     os.replace(tmp, path)

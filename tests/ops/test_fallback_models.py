@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mmvitattn.ops import forced_fallbacks, record_ext_calls, routed_devices
-from mmvitattn.testing import build_model, focal_loss_on_mmcv_op, step_setup, train_step_and_predict
+from mmvitattn.testing import (build_model, focal_loss_on_mmcv_op, keep_detections, step_setup,
+                               train_step_and_predict)
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -16,17 +17,6 @@ CASES = {
     'retinanet': ('configs/retinanet/retinanet_inline-pvt-t_fpn_1x_coco.py', {'sigmoid_focal_loss_forward', 'nms'}),
     'cascade': ('configs/cascade_rcnn/cascade-mask-rcnn_inline-swin-t_fpn_1x_coco.py', {'roi_align_backward'}),
 }
-
-
-def keep_detections(model_cfg):
-    """Random weights score below the recipes' thresholds: keep the 10 best boxes whatever their
-    score, and soft masks, so the comparison covers real detections (the model is unchanged)."""
-    test_cfg = model_cfg.test_cfg
-    for cfg in (test_cfg.get('rcnn'), test_cfg if 'score_thr' in test_cfg else None):
-        if cfg:
-            cfg.update(score_thr=0.0, max_per_img=10)
-            if 'mask_thr_binary' in cfg:
-                cfg.mask_thr_binary = -1  # mmdet keeps the soft mask probabilities
 
 
 def run(model, cfg, data):

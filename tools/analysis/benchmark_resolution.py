@@ -191,7 +191,8 @@ def numeric_settings(device: str) -> dict:
     """TF32 switches and library versions that decide what the GPU timings mean."""
     settings = dict(float32_matmul_precision=torch.get_float32_matmul_precision(),
                     cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    cuda_matmul_fp32_precision=getattr(torch.backends.cuda.matmul, 'fp32_precision', None))
     if device.startswith('cuda'):
         props = torch.cuda.get_device_properties(torch.device(device))
         settings.update(gpu=props.name, gpu_capability=f'{props.major}.{props.minor}',

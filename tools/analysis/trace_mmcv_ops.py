@@ -4,14 +4,14 @@
     python tools/analysis/trace_mmcv_ops.py CONFIG ... --out work_dirs/mmcv_ops.json
 
 Each config runs one training step and one prediction on a tiny CPU batch (as the config tests
-do) with every ``mmcv._ext`` call counted. mmdet's ``FocalLoss`` uses mmcv's compiled op only for
+do; detectors keep their 10 best boxes whatever the score, so that random weights still reach the
+post-processing) with every ``mmcv._ext`` call counted. mmdet's ``FocalLoss`` uses mmcv's compiled op only for
 CUDA tensors, so it is made to take that branch here, and the fallback ops (``mmvitattn.ops``) are
 forced so that branch can run on CPU. Prints the functions per config and their union, and exits
 non-zero when one of them has no fallback.
 """
 import argparse
 import glob
-import json
 import os
 import os.path as osp
 import sys
@@ -21,12 +21,14 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from mmvitattn.ops import DEVICE_FREE_EXT, FALLBACK_OPS, forced_fallbacks, record_ext_calls  # noqa: E402
-from mmvitattn.testing import (build_model, focal_loss_on_mmcv_op, step_setup,  # noqa: E402
-                               train_step_and_predict)
+from mmvitattn.testing import (build_model, focal_loss_on_mmcv_op, keep_detections,  # noqa: E402
+                               step_setup, train_step_and_predict)
+from mmvitattn.utils.runtime import write_json  # noqa: E402
 
 
 def trace(path: str) -> dict:
     cfg, data, registry = step_setup(path)
+    keep_detections(cfg.model)  # else random weights leave nothing for NMS to do
     model = build_model(cfg, registry)
     with forced_fallbacks(), focal_loss_on_mmcv_op(), record_ext_calls() as calls:
         train_step_and_predict(model, cfg, data)
@@ -52,11 +54,7 @@ def main(argv=None):
     print(f'\nmmcv._ext functions reached by {len(per_config)} configs: {", ".join(used)}')
     print(f'without a fallback: {", ".join(missing) or "none"}')
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        tmp = args.out + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(dict(used=used, missing=missing, per_config=per_config), f, indent=1)
-        os.replace(tmp, args.out)
+        write_json(args.out, dict(used=used, missing=missing, per_config=per_config))
     sys.exit(1 if missing else 0)
 
 
