@@ -1,7 +1,8 @@
 """Checks a GPU machine end to end (run through ``bash tools/check_gpu.sh``).
 
 1. Prints the GPU, the driver, torch / CUDA / cuDNN / torchvision / mmcv versions and which mmcv
-   ops run on mmvitattn's CUDA implementations (``mmvitattn.ops``).
+   ops run on mmvitattn's CUDA implementations (``mmvitattn.ops``), and runs their CUDA tests
+   (``tests/ops``: the ops on CUDA tensors against mmcv's CPU kernels).
 2. Trains the demo configs (Mask R-CNN with InLine-PVT-nano and with Castling-PVT-nano and its
    auxiliary branch, UperNet with InLine-PVT-nano) for ``--iters`` iterations on the GPU, in float32
    and with ``--amp`` (float16 and bfloat16), with tools/train.py, and evaluates each checkpoint
@@ -127,6 +128,18 @@ def train_and_test(name: str, precision: str, args) -> dict:
     return result
 
 
+def op_tests(args) -> dict:
+    """The fallback ops' tests, the CUDA ones included (they skip without a GPU)."""
+    log = osp.join(args.work_dir, 'op_tests.log')
+    rc = run_logged([sys.executable, '-m', 'pytest', 'tests/ops/test_fallback_ops.py', '-q', '-p', 'no:cacheprovider',
+                     '-rs'], log, timeout=args.job_timeout)
+    with open(log) as f:
+        summary = [line.strip() for line in f if ' passed' in line or ' failed' in line][-1:]
+    print(f'  fallback op tests: {"ok" if rc == 0 else "FAILED"} ({summary[0] if summary else "no summary"})',
+          flush=True)
+    return dict(ok=rc == 0, summary=summary[0] if summary else None, log=osp.relpath(log, REPO))
+
+
 def run_sweep(trunk: str, dtype: str, mode: str, args) -> dict:
     out = osp.join(args.work_dir, 'sweep', f'{trunk}_{dtype}_{mode}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)
@@ -216,6 +229,7 @@ def main(argv=None):
         raise SystemExit('no CUDA device visible to torch (torch.cuda.is_available() is False)')
     started = time.time()
     runs, sweeps = [], []
+    tests = op_tests(args)
     if not args.skip_train:
         from mmvitattn.datasets.demo_data import make_ade_demo, make_coco_demo
         make_coco_demo(osp.join(REPO, 'data/demo/coco'))
@@ -231,17 +245,17 @@ def main(argv=None):
         sweeps = [run_sweep(trunk, dtype, mode, args) for trunk in SWEEPS for dtype in SWEEP_DTYPES
                   for mode in SWEEP_MODES]
     total_s = time.time() - started
-    report = dict(environment=env, train_s=round(train_s, 1), total_s=round(total_s, 1), training=runs,
-                  sweeps=sweeps, time=time.strftime('%Y-%m-%d %H:%M:%S'))
+    report = dict(environment=env, op_tests=tests, train_s=round(train_s, 1), total_s=round(total_s, 1),
+                  training=runs, sweeps=sweeps, time=time.strftime('%Y-%m-%d %H:%M:%S'))
     tables = (f'GPU check on {env.get("gpu", args.device)} (torch {env["torch"]}, CUDA {env["torch_cuda"]}, '
               f'mmcv CUDA ops: {env["mmcv_cuda_ops"]}; fallback ops on: {", ".join(env["fallback_devices"]) or "-"})'
-              f', {total_s / 60:.1f} min\n\n' + '\n\n'.join(
+              f', {total_s / 60:.1f} min; fallback op tests: {tests["summary"]}\n\n' + '\n\n'.join(
                   ([training_table(runs)] if runs else []) + ([sweep_table(sweeps)] if sweeps else [])) + '\n')
     write_json(osp.join(args.work_dir, 'check_gpu.json'), report)
     write_text(osp.join(args.work_dir, 'check_gpu.md'), tables)
     print('\n' + tables)
     print(f'written: {osp.join(args.work_dir, "check_gpu.json")} and check_gpu.md')
-    failed = [r for r in runs if not r['ok']] + [s for s in sweeps if 'error' in s]
+    failed = [r for r in runs if not r['ok']] + [s for s in sweeps if 'error' in s] + ([] if tests['ok'] else [tests])
     if failed:
         print(f'{len(failed)} run(s) FAILED; logs under {args.work_dir}', file=sys.stderr)
     sys.exit(1 if failed else 0)

@@ -23,7 +23,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
-    parser.add_argument('--amp-dtype', choices=AMP_DTYPES, help='autocast dtype of --amp (default float16); implies --amp')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help='autocast dtype of --amp (default float16); implies --amp')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',

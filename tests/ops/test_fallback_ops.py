@@ -109,7 +109,8 @@ def focal_loss_reference(x, target, gamma, alpha, weight=None):
     x = x.double()
     p = torch.sigmoid(x)
     onehot = torch.nn.functional.one_hot(target, x.shape[1] + 1)[:, :x.shape[1]].double()
-    loss = -alpha * onehot * (1 - p) ** gamma * torch.log(p) - (1 - alpha) * (1 - onehot) * p ** gamma * torch.log(1 - p)
+    loss = (-alpha * onehot * (1 - p) ** gamma * torch.log(p)
+            - (1 - alpha) * (1 - onehot) * p ** gamma * torch.log(1 - p))
     if weight is not None:
         loss = loss * weight.double()[target].view(-1, 1)
     return loss
@@ -147,31 +148,45 @@ def test_focal_loss_weight_needs_foreground_targets():
 
 def test_mmcv_cpu_build_has_no_focal_loss_kernel():
     """Why the focal loss is compared with its definition: mmcv's own CPU call fails."""
-    if ops.routed_devices():
+    if ops.ALL_DEVICES in ops.routed_devices():
         pytest.skip(f'{ops.FORCE_ENV} is set in this environment')
     with pytest.raises(RuntimeError, match='not found'):
         sigmoid_focal_loss(torch.zeros(2, 3), torch.tensor([0, 1]), 2.0, 0.25, None, 'mean')
 
 
 # ------------------------------------------------------------------------------------------ routing
+def mmcv_kernel(fn):
+    """mmcv's own function behind a routing wrapper (itself when not wrapped)."""
+    return getattr(fn, '__wrapped__', fn)
+
+
+@pytest.fixture
+def restore_routing(monkeypatch):
+    """Tests that re-decide the routing give the session's back (on a GPU machine: CUDA routed)."""
+    yield
+    monkeypatch.undo()
+    ops.install_fallbacks()
+
+
 def test_without_the_switch_nothing_is_replaced_on_cpu():
-    if ops.force_requested():
-        pytest.skip(f'{ops.FORCE_ENV} is set in this environment')
-    assert not torch.cuda.is_available()
+    if ops.force_requested() or torch.cuda.is_available():
+        pytest.skip(f'{ops.FORCE_ENV} is set or a GPU is visible')
     assert ops.routed_devices() == frozenset()
     for name in ops.FALLBACK_OPS:
         assert isinstance(getattr(mmcv._ext, name), types.BuiltinFunctionType), name  # mmcv's own
 
 
 def test_forcing_replaces_every_op_and_restores_them():
-    kernels = {name: getattr(mmcv._ext, name) for name in ops.FALLBACK_OPS}
+    before = ops.routed_devices()
+    kernels = {name: mmcv_kernel(getattr(mmcv._ext, name)) for name in ops.FALLBACK_OPS}
     with forced_fallbacks():
         assert ops.routed_devices() == frozenset({ops.ALL_DEVICES})
         assert all(getattr(mmcv._ext, name) is not kernel for name, kernel in kernels.items())
-    assert all(getattr(mmcv._ext, name) is kernel for name, kernel in kernels.items())
+    assert ops.routed_devices() == before
+    assert all(mmcv_kernel(getattr(mmcv._ext, name)) is kernel for name, kernel in kernels.items())
 
 
-def test_switch_from_the_environment(monkeypatch):
+def test_switch_from_the_environment(monkeypatch, restore_routing):
     monkeypatch.setenv(ops.FORCE_ENV, '1')
     try:
         assert ops.install_fallbacks() == frozenset({ops.ALL_DEVICES})
@@ -190,12 +205,13 @@ class FakeTensor:
 
 @pytest.mark.parametrize('cuda_visible, mmcv_cuda, routed', [(True, False, {'cuda'}), (True, True, set()),
                                                              (False, False, set())])
-def test_only_devices_without_an_mmcv_kernel_are_routed(monkeypatch, cuda_visible, mmcv_cuda, routed):
+def test_only_devices_without_an_mmcv_kernel_are_routed(monkeypatch, restore_routing, cuda_visible, mmcv_cuda,
+                                                        routed):
     """A GPU machine with mmcv's CPU build: CUDA tensors go to the fallback, CPU tensors to mmcv."""
     monkeypatch.delenv(ops.FORCE_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda_visible)
     monkeypatch.setattr(ops, 'mmcv_has_cuda_ops', lambda: mmcv_cuda)
-    mmcv_nms = mmcv._ext.nms
+    mmcv_nms = mmcv_kernel(mmcv._ext.nms)
     calls = []
     monkeypatch.setitem(ops.FALLBACK_OPS, 'nms', lambda *a, **k: calls.append('fallback') or 'fallback')
     try:
@@ -227,3 +243,51 @@ def test_roi_align_mixed_precision_inputs(dtype, pool_mode):
     torch.testing.assert_close(out.float(), ref_out, rtol=1e-2, atol=1e-2)
     if pool_mode == 'avg':  # the max mode keeps its maxima's sample points in the input's dtype, as mmcv
         torch.testing.assert_close(grad.float(), ref_grad, rtol=1e-2, atol=2e-2)
+
+
+# ------------------------------------------------------------------ on a GPU (tools/check_gpu.sh runs these)
+needs_routed_cuda = pytest.mark.skipif(not torch.cuda.is_available() or ops.mmcv_has_cuda_ops(),
+                                       reason='needs a GPU and mmcv built without CUDA')
+
+
+@needs_routed_cuda
+@pytest.mark.parametrize('pool_mode', ['avg', 'max'])
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+def test_cuda_roi_align_equals_mmcv_cpu_kernel(pool_mode, aligned, sampling_ratio):
+    assert 'cuda' in ops.routed_devices()
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 5, 23, 37, generator=g)
+    rois = random_rois(120, (4 * 23, 4 * 37), 2, g)
+    weight = torch.randn(120, 5, 7, 7, generator=g)
+    ref_out, ref_grad = roi_align_value_and_grad(feats, rois, (7, 7), 0.25, sampling_ratio, pool_mode, aligned, weight)
+    out, grad = roi_align_value_and_grad(feats.cuda(), rois.cuda(), (7, 7), 0.25, sampling_ratio, pool_mode, aligned,
+                                         weight.cuda())
+    torch.testing.assert_close(out.cpu(), ref_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad.cpu(), ref_grad, rtol=1e-4, atol=1e-5)  # atomic adds: any order
+
+
+@needs_routed_cuda
+def test_cuda_nms_and_batched_nms_equal_mmcv_cpu_kernel():
+    g = torch.Generator().manual_seed(6)
+    boxes, _ = boxes_with_ties(400, g)
+    scores = torch.randperm(400, generator=g).float() / 400  # no ties: CUDA's sort orders ties its own way
+    labels = torch.randint(0, 7, (400,), generator=g)
+    for thr in (0.3, 0.5, 0.7):
+        assert torch.equal(nms(boxes.cuda(), scores.cuda(), thr)[1].cpu(), nms(boxes, scores, thr)[1])
+    cfg = dict(type='nms', iou_threshold=0.5, split_thr=50, max_num=40)
+    assert torch.equal(batched_nms(boxes.cuda(), scores.cuda(), labels.cuda(), cfg)[1].cpu(),
+                       batched_nms(boxes, scores, labels, cfg)[1])
+
+
+@needs_routed_cuda
+def test_cuda_sigmoid_focal_loss_matches_its_definition():
+    g = torch.Generator().manual_seed(7)
+    x, target = torch.randn(64, 5, generator=g) * 3, torch.randint(0, 6, (64,), generator=g)
+    xr = x.double().requires_grad_(True)
+    focal_loss_reference(xr, target, 2.0, 0.25).sum().backward()
+    xc = x.cuda().requires_grad_(True)
+    out = sigmoid_focal_loss(xc, target.cuda(), 2.0, 0.25, None, 'none')
+    out.sum().backward()
+    torch.testing.assert_close(out.cpu().double(), focal_loss_reference(x, target, 2.0, 0.25), **TOL)
+    torch.testing.assert_close(xc.grad.cpu().double(), xr.grad, **TOL)
