@@ -1,11 +1,13 @@
 """Castling-ViT, InLine and Armour attention backbones for MMDetection and MMSegmentation.
 
 Importing the package registers the backbones (``type='mmvitattn.<Name>'`` from any OpenMMLab
-config) and their ImageNet classifiers with timm (``timm.create_model('inline_pvt_t')``), and makes
-mmengine read local checkpoint files with torch's safe loader.
+config) and their ImageNet classifiers with timm (``timm.create_model('inline_pvt_t')``), makes
+mmengine read local checkpoint files with torch's safe loader, and gives the mmcv ops our configs
+use a torchvision / plain-torch implementation on devices where mmcv has no kernel (``mmvitattn.ops``).
 """
 from . import attention, backbones  # noqa: F401
 from .checkpoint import register_with_mmengine
+from .ops import install_fallbacks
 from .registry import MODELS
 from .timm_models import register_with_timm
 
@@ -14,3 +16,4 @@ __all__ = ['MODELS', '__version__']
 
 register_with_mmengine()
 register_with_timm()
+install_fallbacks()

@@ -5,45 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
-from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 
 import mmvitattn  # noqa: F401
+from mmvitattn.ops import DEVICE_FREE_EXT, FALLBACK_OPS, record_ext_calls
+from mmvitattn.testing import build_model, step_setup, train_step_and_predict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
-
-
-def detection_batch(num_classes):
-    from mmdet.testing import demo_mm_inputs
-    return demo_mm_inputs(batch_size=2, image_shapes=[(3, 128, 160), (3, 96, 128)], num_items=[3, 2],
-                          num_classes=num_classes, with_mask=True)
-
-
-def segmentation_batch(num_classes):
-    from mmseg.structures import SegDataSample
-    g = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for h, w in [(128, 160)] * 2:  # mmseg predicts a batch of one size only
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
-        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def fewer_samples(model_cfg):
-    """Sample fewer proposals and RoIs than the recipe (the step's cost is the heads' on CPU);
-    the model itself is unchanged."""
-    train_cfg, test_cfg = model_cfg.get('train_cfg', {}), model_cfg.get('test_cfg', {})
-    for cfg in (train_cfg.get('rpn_proposal'), test_cfg.get('rpn')):
-        if cfg:
-            cfg.update(nms_pre=200, max_per_img=50)
-    rcnn = train_cfg.get('rcnn')
-    for stage in (rcnn if isinstance(rcnn, list) else [rcnn] if rcnn else []):
-        stage.sampler.num = 32
 
 
 def test_there_are_configs_for_each_task():
@@ -54,35 +23,18 @@ def test_there_are_configs_for_each_task():
 
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_trains_a_step_and_predicts(path):
-    cfg = Config.fromfile(str(REPO / path))
-    init_default_scope(cfg.default_scope)
-    torch.manual_seed(0)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-        head = cfg.model.get('roi_head', {}).get('bbox_head', cfg.model.get('bbox_head'))
-        head = head[0] if isinstance(head, list) else head  # Cascade R-CNN: one head per stage
-        data = detection_batch(head['num_classes'])
-        fewer_samples(cfg.model)
-    else:
-        from mmseg.registry import MODELS
-        cfg.model.data_preprocessor.size = None  # no 512x512 padding: keep the step fast
-        cfg.model.data_preprocessor.size_divisor = 32
-        data = segmentation_batch(cfg.model.decode_head.num_classes)
-    cfg.model.backbone.init_cfg = None  # ImageNet files are not part of the test data (next test)
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    model.init_weights()
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    cfg, data, registry = step_setup(str(REPO / path))
+    model = build_model(cfg, registry)
     before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
 
-    model.train()
-    log_vars = model.train_step(data, optim_wrapper)
+    with record_ext_calls() as calls:
+        log_vars, predictions = train_step_and_predict(model, cfg, data)
     assert torch.isfinite(log_vars['loss'])
     changed = [n for n, p in model.backbone.named_parameters() if not torch.equal(before[n], p)]
     assert len(changed) > len(before) // 2, 'the optimizer step did not reach the backbone'
+    # Every compiled mmcv op the step reaches has a CUDA implementation in mmvitattn.ops.
+    assert set(calls) <= set(FALLBACK_OPS) | DEVICE_FREE_EXT, sorted(set(calls) - set(FALLBACK_OPS))
 
-    model.eval()
-    with torch.no_grad():
-        predictions = model.val_step(data)
     assert len(predictions) == 2
     if cfg.default_scope == 'mmdet':
         assert all('pred_instances' in p for p in predictions)

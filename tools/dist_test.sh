@@ -2,6 +2,7 @@
 # Multi-GPU / multi-node testing on torchrun:
 #   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py options]
 # NNODES, NODE_RANK, MASTER_ADDR and PORT come from the environment (single node by default).
+# One process per GPU on NCCL; without a GPU, CPU processes on gloo (SyncBN becomes BN).
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2

@@ -15,7 +15,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401  (registers the backbones and the safe checkpoint loader)
-from mmvitattn.utils.runtime import load_config, use_amp  # noqa: E402
+from mmvitattn.utils.runtime import AMP_DTYPES, load_config, use_amp  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -23,6 +23,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help='autocast dtype of --amp (default float16); implies --amp')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr with the total batch size')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
@@ -41,8 +43,8 @@ def parse_args(argv=None):
 
 def build_config(args) -> Config:
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
-    if args.amp:
-        use_amp(cfg)
+    if args.amp or args.amp_dtype:
+        use_amp(cfg, args.amp_dtype or 'float16')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -32,15 +32,27 @@ def load_config(path: str, launcher: str, cfg_options=None, work_dir=None) -> Co
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
-    """Record the launcher. A torchrun ('pytorch') run without a GPU uses the gloo backend:
-    mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the process group is
-    started here (the Runner then finds it) and DDP wraps the CPU model without device ids."""
+    """Record the launcher. With GPUs, mmengine starts NCCL with one GPU per process (the
+    config's SyncBN layers stay synchronised). A torchrun ('pytorch') run without a GPU uses the
+    gloo backend: mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the
+    process group is started here (the Runner then finds it), DDP wraps the CPU model without
+    device ids, and SyncBN (CUDA only) becomes BN."""
     import torch
     import torch.distributed as dist
     cfg.launcher = launcher
-    if launcher == 'none' or torch.cuda.is_available():
+    if launcher == 'none':
+        return
+    if torch.cuda.is_available():
+        local_rank, gpus = int(os.environ.get('LOCAL_RANK', 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise SystemExit(f'process LOCAL_RANK={local_rank} has no GPU: {gpus} visible; start at most '
+                             f'{gpus} processes per node (the GPUS argument of dist_train.sh / dist_test.sh)')
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    replaced = sync_bn_to_bn(cfg.model)
+    if replaced and int(os.environ.get('RANK', 0)) == 0:
+        print(f'no GPU: SyncBN (CUDA only) replaced by BN in {replaced} norm_cfg entries for this gloo run',
+              flush=True)
     if launcher == 'pytorch':
         if not dist.is_initialized():
             dist.init_process_group(backend='gloo')
@@ -49,14 +61,39 @@ def set_launcher(cfg: Config, launcher: str) -> None:
         cfg.model_wrapper_cfg = wrapper
 
 
-def use_amp(cfg: Config) -> None:
-    """Switch the optimizer wrapper to mixed precision; mmengine's AmpOptimWrapper needs a GPU."""
+def sync_bn_to_bn(node) -> int:
+    """Replace ``type='SyncBN'`` by ``'BN'`` in every norm config inside a model config; returns
+    how many were replaced."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += sync_bn_to_bn(value)
+    elif isinstance(node, (list, tuple)):
+        count += sum(sync_bn_to_bn(value) for value in node)
+    return count
+
+
+AMP_DTYPES = ('float16', 'bfloat16')
+
+
+def use_amp(cfg: Config, dtype: str = 'float16') -> None:
+    """Switch the optimizer wrapper to mixed precision (autocast to ``dtype``, dynamic loss
+    scaling); mmengine's AmpOptimWrapper needs a GPU."""
     import torch
+    if dtype not in AMP_DTYPES:
+        raise SystemExit(f'--amp-dtype must be one of {AMP_DTYPES}, got {dtype!r}')
     if not torch.cuda.is_available():
         raise SystemExit('--amp needs a CUDA device (mmengine AmpOptimWrapper); none is available')
+    if dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f'--amp-dtype bfloat16: {torch.cuda.get_device_name()} has no bfloat16 support; '
+                         'use float16')
     if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    cfg.optim_wrapper.dtype = dtype
 
 
 def enable_visualization(cfg: Config, task: str, show: bool, show_dir, wait_time: float) -> None:
@@ -91,8 +128,13 @@ def save_predictions(cfg: Config, task: str, out: str) -> None:
 
 def write_json(path: str, data) -> None:
     """Write JSON atomically: a reader never sees a half-written file."""
+    write_text(path, json.dumps(data, indent=2, default=float))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, default=float)
+        f.write(text)
     os.replace(tmp, path)

@@ -1,12 +1,14 @@
-"""Resolution sweep: batch-1 forward latency, peak memory and counted FLOPs of one backbone trunk
-with several token mixers, side by side.
+"""Resolution sweep: batch-1 forward (or forward + backward) latency, peak memory and counted
+FLOPs of one backbone trunk with several token mixers, side by side, on CPU or CUDA.
 
     python tools/analysis/benchmark_resolution.py --trunk deit-s \
         --attention none softmax inline castling armour --sizes 224 512 1024 2048 800x1280 \
         --threads 2 --out work_dirs/bench/deit-s.json --plot work_dirs/bench/deit-s.png
 
 Method
-- Every variant is built once (random weights, eval mode, float32 unless --dtype) with the same seed.
+- Every variant is built once (random weights, eval mode, float32 weights; ``--dtype bfloat16`` /
+  ``float16`` run under autocast) with the same seed. ``--mode forward-backward`` times a forward
+  and the backward of the outputs' sum (parameter gradients dropped before each pass).
   ``none`` is the attention-free floor: the same trunk with every token mixer replaced by the
   identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs). ``proj``
   also keeps the mixer's q/k/v and output projections (returns proj(v)): the cost any q/k/v
@@ -27,8 +29,11 @@ Method
   allocation of 64 KiB or more and to trim freed memory (``MALLOC_MMAP_THRESHOLD_``,
   ``MALLOC_TRIM_THRESHOLD_``), so tensors freed by the warm-up really leave the resident set and the
   second forward's peak is measured rather than hidden by recycled pages.
-  Peak memory, CUDA: ``torch.cuda.max_memory_allocated()`` over one forward minus the memory
-  allocated before it.
+  Peak memory, CUDA (in the sweep's process): ``torch.cuda.max_memory_allocated()`` over one pass
+  minus the memory allocated before it.
+- Recorded with the results: which scaled-dot-product-attention kernel ran (flash, efficient,
+  cudnn, math; read from the profiler's op names in one untimed pass per variant and size), and
+  the TF32 settings of matmul and cuDNN, the GPU, torch's CUDA and cuDNN versions.
 - FLOPs: counted by :func:`mmvitattn.analysis.backbone_flops` (every attention op counted by the
   same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32.
 
@@ -125,7 +130,19 @@ def make_input(size: Tuple[int, int], device: str) -> torch.Tensor:
     return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype):
+MODES = ('forward', 'forward-backward')
+
+
+def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, mode: str = 'forward'):
+    """One pass: a forward without autograd, or a forward and the backward of the outputs' sum
+    (``mode='forward-backward'``; the parameters' gradients are dropped first)."""
+    if mode == 'forward-backward':
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(x)
+            loss = sum(o.float().sum() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        loss.backward()
+        return None
     with torch.inference_mode():
         if dtype == torch.float32:
             return model(x)
@@ -133,20 +150,74 @@ def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype):
             return model(x)
 
 
-def time_once(model, x, dtype, device: str) -> Tuple[float, float]:
-    """Seconds for one forward: (wall-clock, CPU time of this process over all its threads)."""
+def time_once(model, x, dtype, device: str, mode: str = 'forward') -> Tuple[float, float]:
+    """Seconds for one pass: (wall-clock, CPU time of this process over all its threads)."""
     if device.startswith('cuda'):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         c0 = time.process_time()
         start.record()
-        forward(model, x, dtype)
+        forward(model, x, dtype, mode)
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1e3, time.process_time() - c0
     c0, t0 = time.process_time(), time.perf_counter()
-    forward(model, x, dtype)
+    forward(model, x, dtype, mode)
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+# Profiler op names of torch's scaled-dot-product-attention kernels -> the backend's name.
+SDPA_KERNELS = {
+    'aten::_scaled_dot_product_flash_attention': 'flash',
+    'aten::_scaled_dot_product_flash_attention_for_cpu': 'flash (cpu)',
+    'aten::_scaled_dot_product_efficient_attention': 'efficient',
+    'aten::_scaled_dot_product_cudnn_attention': 'cudnn',
+    'aten::_scaled_dot_product_attention_math': 'math',
+    'aten::_scaled_dot_product_fused_attention_overrideable': 'overrideable',
+}
+
+
+def sdpa_backends(model, x, dtype, mode: str) -> List[str]:
+    """The SDPA kernels one pass runs (read from the profiler's op names; [] when none runs)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        forward(model, x, dtype, mode)
+    if x.device.type == 'cuda':
+        torch.cuda.synchronize()
+    return sorted({SDPA_KERNELS[e.key] for e in prof.key_averages() if e.key in SDPA_KERNELS})
+
+
+def numeric_settings(device: str) -> dict:
+    """TF32 switches and library versions that decide what the GPU timings mean."""
+    settings = dict(float32_matmul_precision=torch.get_float32_matmul_precision(),
+                    cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    cuda_matmul_fp32_precision=getattr(torch.backends.cuda.matmul, 'fp32_precision', None))
+    if device.startswith('cuda'):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        settings.update(gpu=props.name, gpu_capability=f'{props.major}.{props.minor}',
+                        gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                        cudnn=torch.backends.cudnn.version(),
+                        sdpa_enabled=dict(flash=torch.backends.cuda.flash_sdp_enabled(),
+                                          efficient=torch.backends.cuda.mem_efficient_sdp_enabled(),
+                                          cudnn=torch.backends.cuda.cudnn_sdp_enabled(),
+                                          math=torch.backends.cuda.math_sdp_enabled()))
+    return settings
+
+
+def cuda_peak_memory(model, x, dtype, mode: str) -> dict:
+    """Peak memory one pass adds on the GPU (caching-allocator statistics; in this process)."""
+    if mode == 'forward-backward':
+        model.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = forward(model, x, dtype, mode)
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    del out
+    return dict(peak_mem_mib=peak, memory_method='cuda max_memory_allocated - allocated before (one pass)')
 
 
 # ----------------------------------------------------------------------------- memory + FLOPs
@@ -159,8 +230,8 @@ def _status_kib(field: str) -> int:
 
 
 def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, dtype: torch.dtype,
-                count: bool) -> dict:
-    """Peak memory of one forward (after a warm-up) and counted FLOPs; run in a fresh process."""
+                count: bool, mode: str = 'forward') -> dict:
+    """Peak memory of one pass (after a warm-up) and counted forward FLOPs; run in a fresh process."""
     model = build_trunk(trunk, attention).to(device)
     x = make_input(size, device)
     result = dict(params=sum(p.numel() for p in model.parameters()))
@@ -169,13 +240,13 @@ def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, 
     if count:
         result['flops'] = backbone_flops(model, size).total
     else:
-        forward(model, x, dtype)
+        forward(model, x, dtype, mode)
     gc.collect()
     if device.startswith('cuda'):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        out = forward(model, x, dtype)
+        out = forward(model, x, dtype, mode)
         torch.cuda.synchronize()
         result['peak_mem_mib'] = (torch.cuda.max_memory_allocated() - before) / 2**20
         result['memory_method'] = 'cuda max_memory_allocated - allocated before'
@@ -183,7 +254,7 @@ def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, 
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')  # reset VmHWM to the current RSS
         before = _status_kib('VmRSS')
-        out = forward(model, x, dtype)
+        out = forward(model, x, dtype, mode)
         result['peak_mem_mib'] = (_status_kib('VmHWM') - before) / 1024
         result['memory_method'] = 'VmHWM - VmRSS around one forward (fresh process, after a warm-up)'
     del out
@@ -196,7 +267,7 @@ def measure_in_subprocess(args, attention: str, size: Tuple[int, int]) -> dict:
     env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
                OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT)
     cmd = [sys.executable, os.path.abspath(__file__), '--_measure', args.trunk, attention,
-           f'{size[0]}x{size[1]}', '--device', args.device, '--dtype', args.dtype,
+           f'{size[0]}x{size[1]}', '--device', args.device, '--dtype', args.dtype, '--mode', args.mode,
            '--threads', str(args.threads)] + ([] if args.no_flops else ['--_count'])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -223,7 +294,7 @@ def run_sweep(args) -> dict:
         cpu_times: Dict[str, List[float]] = {name: [] for name in variants}
         for name in variants:
             for _ in range(args.warmup):
-                forward(models[name], x, dtype)
+                forward(models[name], x, dtype, args.mode)
         start = time.perf_counter()
         for r in range(args.repeats):
             if r >= args.min_repeats and time.perf_counter() - start > args.time_budget:
@@ -231,21 +302,32 @@ def run_sweep(args) -> dict:
             order = variants[:]
             rng.shuffle(order)
             for name in order:
-                wall, cpu = time_once(models[name], x, dtype, args.device)
+                wall, cpu = time_once(models[name], x, dtype, args.device, args.mode)
                 times[name].append(wall)
                 cpu_times[name].append(cpu)
+        on_cuda = args.device.startswith('cuda')
+        # Which SDPA kernel ran (on CUDA it depends on size, dtype and GPU): one untimed pass each.
+        extra = {name: dict(sdpa=sdpa_backends(models[name], x, dtype, args.mode)) if on_cuda else {}
+                 for name in variants}
+        if on_cuda and not args.no_memory:
+            for name in variants:
+                extra[name].update(cuda_peak_memory(models[name], x, dtype, args.mode))
+        if on_cuda and not args.no_flops:  # forward FLOPs, counted in this process
+            for name in variants:
+                extra[name]['flops'] = backbone_flops(models[name], size).total
         del x
         for name in variants:
             row = dict(attention=name, height=size[0], width=size[1], pixels=size[0] * size[1],
                        latency_ms=1e3 * statistics.median(times[name]),
                        latency_min_ms=1e3 * min(times[name]), latency_max_ms=1e3 * max(times[name]),
                        cpu_ms=1e3 * statistics.median(cpu_times[name]),
-                       repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]])
-            if not args.no_memory:
+                       repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]], **extra[name])
+            if not on_cuda and not args.no_memory:
                 row.update(measure_in_subprocess(args, name, size))
             rows.append(row)
             print_row(row, header=len(rows) == 1)
-    return dict(trunk=args.trunk, device=args.device, dtype=args.dtype, threads=torch.get_num_threads(),
+    return dict(trunk=args.trunk, device=args.device, dtype=args.dtype, mode=args.mode,
+                numerics=numeric_settings(args.device), threads=torch.get_num_threads(),
                 warmup=args.warmup, repeats=args.repeats, batch=1, torch=torch.__version__,
                 cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                 rows=rows)
@@ -275,6 +357,7 @@ def print_row(row: dict, header: bool = False):
     print(f'{row["attention"]:>10} {row["height"]:>5}x{row["width"]:<5} {row["latency_ms"]:>11.1f} '
           f'{row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} {row["cpu_ms"]:>9.1f} '
           f'{"-" if mem is None else f"{mem:.0f}":>9} {"-" if flops is None else f"{flops / 1e9:.1f}":>8}'
+          + (f'  sdpa: {"+".join(row["sdpa"])}' if row.get('sdpa') else '')
           + (f'  ({row["error"]})' if 'error' in row else ''), flush=True)
 
 
@@ -284,7 +367,7 @@ def print_summary(result: dict):
     for row in result['rows']:
         by_size.setdefault((row['height'], row['width']), {})[row['attention']] = row
     print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
-          f'{result["dtype"]}, batch 1; latency [CPU time]')
+          f'{result["dtype"]}, {result.get("mode", "forward")}, batch 1; latency [CPU time]')
     baseline = next((b for b in ('softmax', 'sra') if any(b in rows for rows in by_size.values())), None)
     for size, rows in by_size.items():
         print(f'  {size[0]}x{size[1]}:')
@@ -357,6 +440,8 @@ def parse_args(argv=None):
                         help='input sizes: S (square), HxW, or imagenet/coco/ade20k')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     parser.add_argument('--dtype', default='float32', help='float32, or bfloat16/float16 via autocast')
+    parser.add_argument('--mode', default='forward', choices=MODES,
+                        help='time a forward, or a forward and the backward of the outputs\' sum')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (CPU)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=7, help='timed rounds per size (at most)')
@@ -394,7 +479,7 @@ def main(argv=None):
         trunk, attention, size = args._measure
         torch.set_num_threads(args.threads)
         print(json.dumps(measure_one(trunk, attention, parse_size(size), args.device,
-                                     parse_dtype(args.dtype), args._count)))
+                                     parse_dtype(args.dtype), args._count, args.mode)))
         return
     result = merge_results(args.from_json) if args.from_json else run_sweep(args)
     if args.from_json:
