@@ -4,6 +4,9 @@ import os
 from mmengine.config import Config
 
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+# Process-group timeout unless the config sets env_cfg.dist_cfg.timeout: long enough for rank 0's
+# COCO evaluation while the others wait, short enough that a hung job ends within the hour.
+DEFAULT_DIST_TIMEOUT_S = 1800
 
 
 def config_task(cfg: Config) -> str:
@@ -35,15 +38,20 @@ def set_launcher(cfg: Config, launcher: str) -> None:
     """Record the launcher. A torchrun ('pytorch') run without a GPU uses the gloo backend:
     mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the process group is
     started here (the Runner then finds it) and DDP wraps the CPU model without device ids."""
+    import datetime
+
     import torch
     import torch.distributed as dist
     cfg.launcher = launcher
+    # A collective that waits longer than this fails instead of hanging (mmengine: seconds).
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg.setdefault('timeout', DEFAULT_DIST_TIMEOUT_S)
     if launcher == 'none' or torch.cuda.is_available():
         return
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    dist_cfg['backend'] = 'gloo'
     if launcher == 'pytorch':
         if not dist.is_initialized():
-            dist.init_process_group(backend='gloo')
+            dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
         wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
         wrapper['device_ids'] = None
         cfg.model_wrapper_cfg = wrapper

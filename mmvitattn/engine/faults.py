@@ -1,0 +1,150 @@
+"""One hook for the faults of long training jobs (on in every config through the runtime base).
+
+- Preemption: SIGTERM / SIGUSR1 -> a checkpoint of the current iteration at the next step
+  boundary (all ranks agree), then exit code 75 (:data:`PREEMPTED_EXIT_CODE`); ``--resume``
+  continues exactly (with ``RNGStateHook``).
+- Crashes: checkpoints are written atomically (``mmvitattn.checkpoint.atomic``, installed on
+  import); auto-resume (``--resume`` without a file) skips an unreadable latest checkpoint,
+  naming it, and continues from the newest readable one.
+- Dead ranks: a watchdog names a rank that died; the others exit (code 76) instead of hanging.
+- Bad samples: ``bad_samples='raise'`` (one error naming the file and index) or ``'skip'``
+  (skipped, counted, reported at the end of the epoch).
+- NaN / Inf losses: ``nonfinite_loss='stop'`` (before the step is applied; names the iteration,
+  the terms and the last good checkpoint) or ``'skip'`` (that update is left out).
+"""
+import sys
+from typing import Sequence
+
+from mmengine.dist import all_reduce, broadcast_object_list, get_dist_info, is_main_process
+from mmengine.hooks import Hook
+
+from ..registry import HOOKS
+from .nonfinite import NonFiniteLossGuard
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionSignals, save_preemption_checkpoint
+from .watchdog import PEER_LOST_EXIT_CODE, PeerWatchdog
+
+BAD_SAMPLE_ACTIONS = ('raise', 'skip')
+REPORTED_SAMPLES = 16  # skipped samples named in the end-of-epoch report (the count is complete)
+
+__all__ = ['FaultToleranceHook', 'PEER_LOST_EXIT_CODE', 'PREEMPTED_EXIT_CODE']
+
+
+@HOOKS.register_module()
+class FaultToleranceHook(Hook):
+    """Preemption, crash-safe resume, dead ranks, bad samples and non-finite losses.
+
+    Args:
+        signals: signal names that ask for a checkpoint and an exit at the next step boundary.
+        bad_samples: 'raise' or 'skip' a training sample whose loading fails.
+        nonfinite_loss: 'stop' or 'skip' the update when a loss term is NaN or Inf.
+        max_consecutive_skips: with 'skip', stop anyway after this many non-finite steps in a row.
+        peer_timeout: seconds without a heartbeat after which a rank counts as lost (distributed).
+    """
+    priority = 'LOWEST'  # after_train_iter: after the step's logging, scheduler and checkpoint hooks
+
+    def __init__(self, signals: Sequence[str] = ('SIGTERM', 'SIGUSR1'), bad_samples: str = 'raise',
+                 nonfinite_loss: str = 'stop', max_consecutive_skips: int = 10, peer_timeout: float = 20.0):
+        if bad_samples not in BAD_SAMPLE_ACTIONS:
+            raise ValueError(f'bad_samples must be one of {BAD_SAMPLE_ACTIONS}, got {bad_samples!r}')
+        if not peer_timeout > 0:
+            raise ValueError(f'peer_timeout must be a positive number of seconds, got {peer_timeout!r}')
+        self.bad_samples = bad_samples
+        self.peer_timeout = float(peer_timeout)
+        self.loss_guard = NonFiniteLossGuard(nonfinite_loss, max_consecutive_skips)
+        self.preemption = PreemptionSignals(signals)  # now: before data loader workers fork
+        self.watchdog = None
+        self._skip_counters = []
+        self._previous_excepthook = None
+
+    # -- run: resume choice, watchdog ------------------------------------------------------------
+    def before_run(self, runner) -> None:
+        rank, world_size = get_dist_info()
+        if world_size > 1:
+            self._start_watchdog(runner, rank, world_size)
+        if runner._resume and runner._load_from is None:  # auto-resume: mmengine reads last_checkpoint
+            self._choose_resume_checkpoint(runner)
+
+    def _choose_resume_checkpoint(self, runner) -> None:
+        from ..checkpoint.atomic import latest_resumable_checkpoint, remove_stale_temporaries
+        choice = [None]
+        if is_main_process():
+            for path in remove_stale_temporaries([runner.work_dir]):
+                runner.logger.info(f'removed {path}, left by a checkpoint save that did not finish')
+            path, skipped = latest_resumable_checkpoint(runner.work_dir)
+            for bad, why in skipped:
+                runner.logger.warning(f'auto-resume: skipping unreadable checkpoint {bad}: {why}')
+            if path is None and skipped:
+                raise RuntimeError(f'auto-resume: no readable checkpoint in {runner.work_dir} (skipped: '
+                                   f'{", ".join(p for p, _ in skipped)}); remove them to start afresh')
+            choice = [path]
+        broadcast_object_list(choice)
+        if choice[0] is not None:
+            runner.logger.info(f'auto-resume: continuing from {choice[0]}')
+            runner._load_from = choice[0]
+
+    def _start_watchdog(self, runner, rank: int, world_size: int) -> None:
+        from mmengine.dist import barrier
+        from torch.distributed import distributed_c10d
+        store = distributed_c10d._get_default_store()
+        self.watchdog = PeerWatchdog(store, rank, world_size, self.peer_timeout, runner.logger)
+        self.watchdog.start()
+        barrier()  # every rank is registered before anyone watches
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+
+    def _excepthook(self, exc_type, exc, tb) -> None:
+        self._previous_excepthook(exc_type, exc, tb)
+        if self.watchdog is not None:
+            self.watchdog.name_lost_peers(exc)
+
+    def after_run(self, runner) -> None:
+        self.preemption.restore()
+        self.loss_guard.detach()
+        if self.watchdog is not None:
+            self.watchdog.stop('finished')
+            sys.excepthook = self._previous_excepthook
+
+    # -- training: data and loss guards, preemption ---------------------------------------------
+    def before_train(self, runner) -> None:
+        from mmengine.runner.loops import _InfiniteDataloaderIterator
+
+        from ..datasets.guard import guard_dataset
+        loop = runner.train_loop
+        self._skip_counters = guard_dataset(loop.dataloader.dataset, skip=self.bad_samples == 'skip')
+        if loop.dataloader.num_workers > 0 and isinstance(getattr(loop, 'dataloader_iterator', None),
+                                                          _InfiniteDataloaderIterator):
+            # The iteration-based loop started its workers when it was built, with the dataset as
+            # it was; new workers get the guarded one (the old ones shut down with their iterator).
+            loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+        self.loss_guard.attach(runner)
+        self.preemption.armed = True
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        signum = self.preemption.agreed()
+        if signum is None:
+            return
+        import signal
+        path = save_preemption_checkpoint(runner)
+        runner.logger.warning(
+            f'{signal.Signals(signum).name} received: saved the checkpoint of iteration {runner.iter + 1} to '
+            f'{path}; exiting with code {PREEMPTED_EXIT_CODE} (continue with --resume)')
+        if self.watchdog is not None:
+            self.watchdog.stop('preempted')
+        raise Preempted(PREEMPTED_EXIT_CODE)
+
+    def after_train_epoch(self, runner) -> None:
+        if self.bad_samples != 'skip':
+            return
+        from ..datasets.guard import sample_files
+        import torch
+        named, count = [], 0
+        for dataset, counter in self._skip_counters:
+            n, indices = counter.take()
+            count += n
+            named += [f'index {i} ({sample_files(dataset, i)})' for i in indices[:REPORTED_SAMPLES - len(named)]]
+        total = torch.tensor([count], dtype=torch.int64)
+        all_reduce(total)  # a no-op unless distributed
+        if int(total):
+            where = f'; on this rank: {"; ".join(named)}' if named else ''
+            runner.logger.warning(f'epoch {runner.epoch + 1}: skipped {int(total)} training sample(s) '
+                                  f'that could not be loaded{where}')
