@@ -55,6 +55,8 @@ def test_there_are_configs_for_each_task():
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_trains_a_step_and_predicts(path):
     cfg = Config.fromfile(str(REPO / path))
+    hooks = [h['type'] for h in cfg.custom_hooks]  # exact resume and fault handling in every config
+    assert {'mmvitattn.RNGStateHook', 'mmvitattn.FaultToleranceHook'} <= set(hooks), hooks
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)
     if cfg.default_scope == 'mmdet':
