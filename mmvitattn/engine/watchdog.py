@@ -90,6 +90,7 @@ class PeerWatchdog:
                 self._exit(lost)
 
     def _exit(self, lost: str) -> None:
+        self.stop(f'exited: {lost}')  # the others should name the rank that was lost, not this one
         self.logger.error(f'rank {self.rank}: {lost}; exiting with code {PEER_LOST_EXIT_CODE}')
         for handler in self.logger.handlers:
             handler.flush()
@@ -115,7 +116,7 @@ class PeerWatchdog:
             if info and info['host'] == self.host and _process_gone(info['pid']):
                 return f'rank {rank}{where} is gone: its process ended without a word (killed?)'
             if now - self._seen[rank][1] > self.peer_timeout:
-                return f'rank {rank}{where} has not answered for {now - self._seen[rank][1]:.0f} s ' \
+                return f'rank {rank}{where} has not answered for {now - self._seen[rank][1]:.1f} s ' \
                        f'(peer_timeout={self.peer_timeout:g} s)'
         return None
 
