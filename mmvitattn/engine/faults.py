@@ -12,12 +12,17 @@
 - NaN / Inf losses: ``nonfinite_loss='stop'`` (before the step is applied; names the iteration,
   the terms and the last good checkpoint) or ``'skip'`` (that update is left out).
 """
+import signal
 import sys
 from typing import Sequence
 
-from mmengine.dist import all_reduce, broadcast_object_list, get_dist_info, is_main_process
+import torch
+from mmengine.dist import all_reduce, barrier, broadcast_object_list, get_dist_info, is_main_process
 from mmengine.hooks import Hook
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 
+from ..checkpoint.atomic import latest_resumable_checkpoint, remove_stale_temporaries
+from ..datasets.guard import guard_dataset, sample_files
 from ..registry import HOOKS
 from .nonfinite import NonFiniteLossGuard
 from .preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionSignals, save_preemption_checkpoint
@@ -65,7 +70,6 @@ class FaultToleranceHook(Hook):
             self._choose_resume_checkpoint(runner)
 
     def _choose_resume_checkpoint(self, runner) -> None:
-        from ..checkpoint.atomic import latest_resumable_checkpoint, remove_stale_temporaries
         choice = [None]
         if is_main_process():
             for path in remove_stale_temporaries([runner.work_dir]):
@@ -83,7 +87,6 @@ class FaultToleranceHook(Hook):
             runner._load_from = choice[0]
 
     def _start_watchdog(self, runner, rank: int, world_size: int) -> None:
-        from mmengine.dist import barrier
         from torch.distributed import distributed_c10d
         store = distributed_c10d._get_default_store()
         self.watchdog = PeerWatchdog(store, rank, world_size, self.peer_timeout, runner.logger)
@@ -106,9 +109,6 @@ class FaultToleranceHook(Hook):
 
     # -- training: data and loss guards, preemption ---------------------------------------------
     def before_train(self, runner) -> None:
-        from mmengine.runner.loops import _InfiniteDataloaderIterator
-
-        from ..datasets.guard import guard_dataset
         loop = runner.train_loop
         self._skip_counters = guard_dataset(loop.dataloader.dataset, skip=self.bad_samples == 'skip')
         if loop.dataloader.num_workers > 0 and isinstance(getattr(loop, 'dataloader_iterator', None),
@@ -123,7 +123,6 @@ class FaultToleranceHook(Hook):
         signum = self.preemption.agreed()
         if signum is None:
             return
-        import signal
         path = save_preemption_checkpoint(runner)
         runner.logger.warning(
             f'{signal.Signals(signum).name} received: saved the checkpoint of iteration {runner.iter + 1} to '
@@ -135,8 +134,6 @@ class FaultToleranceHook(Hook):
     def after_train_epoch(self, runner) -> None:
         if self.bad_samples != 'skip':
             return
-        from ..datasets.guard import sample_files
-        import torch
         named, count = [], 0
         for dataset, counter in self._skip_counters:
             n, indices = counter.take()

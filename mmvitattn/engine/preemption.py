@@ -13,7 +13,11 @@ import threading
 from typing import Dict, Optional, Sequence
 
 import torch
-from mmengine.dist import all_reduce, get_world_size
+from mmengine.dist import all_reduce, barrier, get_world_size, is_main_process
+from mmengine.hooks import CheckpointHook
+from torch.utils.data import get_worker_info
+
+from ..checkpoint.atomic import write_pointer
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, run again to continue
 
@@ -45,7 +49,6 @@ class PreemptionSignals:
                 self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        from torch.utils.data import get_worker_info
         if get_worker_info() is not None:
             return  # a data loader worker: the main process decides
         if not self.armed:
@@ -80,11 +83,6 @@ class PreemptionSignals:
 def save_preemption_checkpoint(runner) -> str:
     """Save the state after the current step (a regular checkpoint of this iteration) and point
     ``last_checkpoint`` at it; returns its path. Collective: all ranks call it, rank 0 writes."""
-    from mmengine.dist import barrier, is_main_process
-    from mmengine.hooks import CheckpointHook
-
-    from ..checkpoint.atomic import write_pointer
-
     step = runner.iter + 1
     hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
     if hook is not None and not hook.by_epoch:

@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 
 from mmvitattn.datasets.demo_data import make_coco_demo
 from mmvitattn.datasets.guard import SampleLoadError
-from mmvitattn.engine import FaultToleranceHook, NonFiniteLossError
+from mmvitattn.engine import PREEMPTED_EXIT_CODE, FaultToleranceHook, NonFiniteLossError
 from mmvitattn.engine.preemption import PreemptionSignals
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +28,10 @@ def coco_root(tmp_path_factory):
 
 
 def demo_runner(work_dir, data_root, max_iters, **fault_options):
+    return Runner.from_cfg(demo_config(work_dir, data_root, max_iters, **fault_options))
+
+
+def demo_config(work_dir, data_root, max_iters, **fault_options):
     cfg = Config.fromfile(str(DET_CONFIG))
     cfg.merge_from_dict({
         'train_dataloader.dataset.data_root': f'{data_root}/', 'train_dataloader.batch_size': 2,
@@ -38,7 +42,7 @@ def demo_runner(work_dir, data_root, max_iters, **fault_options):
     cfg.custom_hooks = [dict(type='mmvitattn.RNGStateHook'), dict(type='mmvitattn.FaultToleranceHook', **fault_options)]
     cfg.work_dir = str(work_dir)
     cfg.launcher = 'none'
-    return Runner.from_cfg(cfg)
+    return cfg
 
 
 def train(runner):
@@ -62,9 +66,13 @@ class NaNLossAt(Hook):
         runner.model.rpn_head.loss_bbox.loss_weight = float('nan') if runner.iter + 1 == self.iteration else 1.0
 
 
-def parameters(path):
+def parameters_and_meta(path):
     from mmvitattn.checkpoint import load_checkpoint_file
-    return load_checkpoint_file(str(path))['state_dict']
+    return load_checkpoint_file(str(path))
+
+
+def parameters(path):
+    return parameters_and_meta(path)['state_dict']
 
 
 def test_nan_loss_stops_before_the_step_and_names_it(coco_root, tmp_path):
@@ -120,6 +128,36 @@ def test_with_skip_a_bad_image_is_skipped_counted_and_reported(coco_root, tmp_pa
     assert (tmp_path / 'iter_2.pth').exists()
     log = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
     assert f'skipped 1 training sample(s) that could not be loaded; on this rank: index 1 ({image})' in log
+
+
+class SignalDuring(Hook):
+    """Sends this process a signal while one iteration (1-based) runs."""
+
+    def __init__(self, iteration, signum=signal.SIGTERM):
+        self.iteration, self.signum = iteration, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_preemption_in_the_middle_of_an_epoch_saves_that_iteration(coco_root, tmp_path):
+    """Epoch-based loop (mmdet's recipes): the checkpoint of iteration 1 of a 2-iteration epoch,
+    with the epoch still to finish in its meta, and the pointer at it."""
+    cfg = demo_config(tmp_path, coco_root, max_iters=2)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
+    cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=True)
+    cfg.default_hooks.checkpoint.by_epoch = True
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(SignalDuring(1, signal.SIGUSR1))
+    with pytest.raises(SystemExit) as stop:
+        train(runner)
+    assert stop.value.code == PREEMPTED_EXIT_CODE
+    checkpoint = tmp_path / 'iter_1.pth'
+    assert (tmp_path / 'last_checkpoint').read_text() == str(checkpoint)
+    meta = parameters_and_meta(checkpoint)['meta']
+    assert (meta['epoch'], meta['iter']) == (0, 1)
+    assert not list(tmp_path.glob('epoch_*.pth'))
 
 
 def test_signal_handlers_record_only_while_training(tmp_path):
