@@ -2,6 +2,9 @@
 
 Same command-line contract as mmdet's and mmseg's tools/train.py; works for both because the
 config's ``default_scope`` (mmdet or mmseg) decides which registries the Runner uses.
+
+Exit codes besides 0 / 1 (mmvitattn.FaultToleranceHook): 75 = preempted by SIGTERM / SIGUSR1, the
+checkpoint of the last step is saved, continue with --resume; 76 = another rank of the job was lost.
 """
 import argparse
 import os
