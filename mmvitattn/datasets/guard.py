@@ -1,17 +1,21 @@
-"""A training sample that cannot be loaded: one error naming the file and the index, or skipped.
+"""A sample that cannot be loaded: one error naming the file and the index, or skipped.
 
 mmengine's ``BaseDataset`` runs the pipeline for one index; an image that does not decode or an
 annotation that breaks a transform surfaces as an exception from deep inside it (or from a data
-loader worker) that does not say which sample it was. :func:`guard_dataset` wraps the dataset's
-``prepare_data``: a failure becomes :class:`SampleLoadError` naming the dataset index and the
-sample's files, or, with ``skip=True``, is logged and counted, and the sample is replaced by
-another one (``BaseDataset.__getitem__`` draws a replacement when the pipeline returns None).
-The count lives in shared memory, so samples skipped inside data loader workers are counted too.
+loader worker) that does not say which sample it was. :func:`guard_samples` wraps
+``BaseDataset.prepare_data``: a failure becomes :class:`SampleLoadError` naming the dataset index
+and the sample's files, or, with ``skip=True`` and a training dataset (``test_mode=False``, where
+``BaseDataset.__getitem__`` draws a replacement when the pipeline returns None), is logged,
+counted and replaced by another sample.
+
+It is installed when the fault hook is built, before the Runner builds its data loaders, so
+forked data loader workers inherit it; the count lives in shared memory, so samples skipped in
+those workers are counted too. (Datasets that override ``prepare_data``, such as mmdet's video
+datasets, are not covered.)
 """
-import functools
 import logging
 import multiprocessing
-from typing import Iterator, List, Tuple
+from typing import Iterator
 
 REMEMBERED_INDICES = 1024  # distinct skipped samples counted exactly per epoch (beyond: every skip)
 
@@ -56,20 +60,36 @@ def sample_files(dataset, index: int) -> str:
     return ', '.join(files) if files else 'no file path in its data info'
 
 
-def _guarded_prepare_data(dataset, skipped, index):
+_STATE = dict(skip=False, skipped=None, original=None)
+
+
+def _guarded_prepare_data(dataset, index):
     try:
-        return type(dataset).prepare_data(dataset, index)
+        return _STATE['original'](dataset, index)
     except Exception as err:
         where = f'{type(dataset).__name__} index {index} ({sample_files(dataset, index)})'
         cause = f'{type(err).__name__}: {str(err).strip() or "no message"}'
-        if skipped is None:
+        if not (_STATE['skip'] and not dataset.test_mode):
             raise SampleLoadError(
-                f'training sample {where} could not be loaded: {cause}. To skip such samples, set '
+                f'sample {where} could not be loaded: {cause}. To skip such training samples, set '
                 "bad_samples='skip' in mmvitattn.FaultToleranceHook.") from err
         from mmengine.logging import print_log
         print_log(f'skipped training sample {where}: {cause}', logger='current', level=logging.WARNING)
-        skipped.add(index)
+        _STATE['skipped'].add(index)
         return None  # BaseDataset.__getitem__ draws another sample in training mode
+
+
+def guard_samples(skip: bool) -> SkippedSamples:
+    """Name (or, with ``skip``, skip in training datasets) samples whose loading fails, in every
+    mmengine dataset of this process and of data loader workers forked later. Returns the skip
+    counter (shared with those workers)."""
+    from mmengine.dataset import BaseDataset
+    if _STATE['original'] is None:
+        _STATE['original'] = BaseDataset.prepare_data
+        _STATE['skipped'] = SkippedSamples()
+        BaseDataset.prepare_data = _guarded_prepare_data
+    _STATE['skip'] = bool(skip)
+    return _STATE['skipped']
 
 
 def base_datasets(dataset) -> Iterator:
@@ -82,22 +102,3 @@ def base_datasets(dataset) -> Iterator:
     for child in inner:
         if child is not None:
             yield from base_datasets(child)
-
-
-def guard_dataset(dataset, skip: bool) -> List[Tuple[object, SkippedSamples]]:
-    """Wrap ``prepare_data`` of every BaseDataset inside ``dataset``; returns (dataset, skip
-    counter) pairs (none when ``skip`` is False)."""
-    counters = []
-    for base in base_datasets(dataset):
-        skipped = SkippedSamples() if skip else None
-        # An instance attribute (not a method swap on the class) keeps other datasets untouched; a
-        # partial of a module function pickles into spawned data loader workers.
-        base.prepare_data = functools.partial(_guarded_prepare_data, base, skipped)
-        if skipped is not None:
-            counters.append((base, skipped))
-    return counters
-
-
-def unguard_dataset(dataset) -> None:
-    for base in base_datasets(dataset):
-        base.__dict__.pop('prepare_data', None)

@@ -19,10 +19,9 @@ from typing import Sequence
 import torch
 from mmengine.dist import all_reduce, barrier, broadcast_object_list, get_dist_info, is_main_process
 from mmengine.hooks import Hook
-from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from ..checkpoint.atomic import latest_resumable_checkpoint, remove_stale_temporaries
-from ..datasets.guard import guard_dataset, sample_files
+from ..datasets.guard import base_datasets, guard_samples, sample_files
 from ..registry import HOOKS
 from .nonfinite import NonFiniteLossGuard
 from .preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionSignals, save_preemption_checkpoint
@@ -56,9 +55,10 @@ class FaultToleranceHook(Hook):
         self.bad_samples = bad_samples
         self.peer_timeout = float(peer_timeout)
         self.loss_guard = NonFiniteLossGuard(nonfinite_loss, max_consecutive_skips)
-        self.preemption = PreemptionSignals(signals)  # now: before data loader workers fork
+        # Both now, while the Runner is being built: its data loader workers fork later and inherit them.
+        self.preemption = PreemptionSignals(signals)
+        self.skipped = guard_samples(skip=bad_samples == 'skip')
         self.watchdog = None
-        self._skip_counters = []
         self._previous_excepthook = None
 
     # -- run: resume choice, watchdog ------------------------------------------------------------
@@ -109,13 +109,7 @@ class FaultToleranceHook(Hook):
 
     # -- training: data and loss guards, preemption ---------------------------------------------
     def before_train(self, runner) -> None:
-        loop = runner.train_loop
-        self._skip_counters = guard_dataset(loop.dataloader.dataset, skip=self.bad_samples == 'skip')
-        if loop.dataloader.num_workers > 0 and isinstance(getattr(loop, 'dataloader_iterator', None),
-                                                          _InfiniteDataloaderIterator):
-            # The iteration-based loop started its workers when it was built, with the dataset as
-            # it was; new workers get the guarded one (the old ones shut down with their iterator).
-            loop.dataloader_iterator = _InfiniteDataloaderIterator(loop.dataloader)
+        self.skipped.take()  # count this run's skips only
         self.loss_guard.attach(runner)
         self.preemption.armed = True
 
@@ -134,11 +128,11 @@ class FaultToleranceHook(Hook):
     def after_train_epoch(self, runner) -> None:
         if self.bad_samples != 'skip':
             return
-        named, count = [], 0
-        for dataset, counter in self._skip_counters:
-            n, indices = counter.take()
-            count += n
-            named += [f'index {i} ({sample_files(dataset, i)})' for i in indices[:REPORTED_SAMPLES - len(named)]]
+        count, indices = self.skipped.take()
+        datasets = list(base_datasets(runner.train_dataloader.dataset))
+        # Indices are those of the dataset that failed; files can be named when there is one.
+        named = [f'index {i}' + (f' ({sample_files(datasets[0], i)})' if len(datasets) == 1 else '')
+                 for i in indices[:REPORTED_SAMPLES]]
         total = torch.tensor([count], dtype=torch.int64)
         all_reduce(total)  # a no-op unless distributed
         if int(total):

@@ -119,10 +119,12 @@ def test_an_image_that_does_not_decode_is_named(coco_root, tmp_path):
 
 
 def test_with_skip_a_bad_image_is_skipped_counted_and_reported(coco_root, tmp_path):
+    """In a data loader worker process: the count reaches the main process's report."""
     image, data = truncate_one_image(coco_root)
     try:
-        runner = demo_runner(tmp_path, coco_root, max_iters=2, bad_samples='skip')
-        train(runner)
+        cfg = demo_config(tmp_path, coco_root, max_iters=2, bad_samples='skip')
+        cfg.train_dataloader.num_workers = 1
+        train(Runner.from_cfg(cfg))
     finally:
         image.write_bytes(data)
     assert (tmp_path / 'iter_2.pth').exists()
