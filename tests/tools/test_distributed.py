@@ -67,8 +67,9 @@ def test_a_killed_rank_is_named_and_the_other_exits_in_time(tmp_path):
         lines.append(line)
         if re.search(r'Iter\(train\) \[\s*2/', line):
             break
-    ranks = {p.environ().get('RANK'): p for p in psutil.Process(proc.pid).children(recursive=True)
-             if 'train.py' in ' '.join(p.cmdline()) and '--launcher' in p.cmdline()}
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if 'RANK' in p.environ()]
+    ranks = {p.environ()['RANK']: p for p in workers}
+    assert sorted(ranks) == ['0', '1'], ''.join(lines)[-3000:]
     victim = ranks['1']
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()

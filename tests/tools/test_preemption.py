@@ -1,7 +1,6 @@
 """tools/train.py stopped from outside: SIGTERM at a random iteration saves that iteration and
 exits with the preempted code; kill -9 at random moments loses nothing. Each interrupted run,
 resumed with --resume, ends exactly as the run that was never stopped."""
-import importlib.util
 import os
 import random
 import re
@@ -38,19 +37,11 @@ def options(coco_root, max_iters):
             f'train_cfg.max_iters={max_iters}']
 
 
-def train_in_this_process(*args):
-    """tools/train.py's main() in the test process (saves a process start-up)."""
-    spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main([DET_CONFIG, *args])
-
-
 @pytest.fixture(scope='module')
 def straight(coco_root, tmp_path_factory):
     """The run that is never interrupted."""
     work = tmp_path_factory.mktemp('straight')
-    train_in_this_process('--work-dir', str(work), *options(coco_root, ITERS))
+    run_tool('tools/train.py', DET_CONFIG, '--work-dir', str(work), *options(coco_root, ITERS))
     return work
 
 
@@ -128,7 +119,7 @@ def test_five_kills_in_a_row_lose_nothing(coco_root, tmp_path):
     iters = 10
     opts = options(coco_root, iters)
     reference = tmp_path / 'straight'
-    train_in_this_process('--work-dir', str(reference), *opts)
+    run_tool('tools/train.py', DET_CONFIG, '--work-dir', str(reference), *opts)
     work = tmp_path / 'killed'
     kill_and_resume(work, opts, kills=5, max_iters=iters)
     assert_same_weights(reference / f'iter_{iters}.pth', work / f'iter_{iters}.pth')
