@@ -42,7 +42,9 @@ class FaultToleranceHook(Hook):
         bad_samples: 'raise' or 'skip' a training sample whose loading fails.
         nonfinite_loss: 'stop' or 'skip' the update when a loss term is NaN or Inf.
         max_consecutive_skips: with 'skip', stop anyway after this many non-finite steps in a row.
-        peer_timeout: seconds without a heartbeat after which a rank counts as lost (distributed).
+        peer_timeout: seconds without a heartbeat after which a silent rank is named once this
+            rank's own step failed (distributed); a silent rank ends the job only after the
+            process-group timeout (``env_cfg.dist_cfg.timeout``).
     """
     priority = 'LOWEST'  # after_train_iter: after the step's logging, scheduler and checkpoint hooks
 
@@ -89,7 +91,9 @@ class FaultToleranceHook(Hook):
     def _start_watchdog(self, runner, rank: int, world_size: int) -> None:
         from torch.distributed import distributed_c10d
         store = distributed_c10d._get_default_store()
-        self.watchdog = PeerWatchdog(store, rank, world_size, self.peer_timeout, runner.logger)
+        dist_timeout = runner.cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout', 1800)
+        self.watchdog = PeerWatchdog(store, rank, world_size, self.peer_timeout, runner.logger,
+                                     hang_timeout=dist_timeout)
         self.watchdog.start()
         barrier()  # every rank is registered before anyone watches
         self._previous_excepthook = sys.excepthook

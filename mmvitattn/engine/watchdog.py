@@ -2,15 +2,16 @@
 
 Every rank runs a thread that bumps its heartbeat counter in the job's key-value store (the
 process group's TCPStore; torchrun hosts it in its agent) and watches the others'. A peer counts
-as lost when its process is gone (peers on the same host are checked by pid), when its heartbeat
-has not moved for ``peer_timeout`` seconds, or when it recorded that it failed. A rank that stops
-cleanly (finished, preempted) records that first and is not reported.
+as lost when its process is gone (peers on the same host are checked by pid), when it recorded
+that it failed, or when its heartbeat has stopped. A rank that stops cleanly (finished,
+preempted) records that first and is not reported.
 
-When a peer is lost while this rank's main thread is still waiting (e.g. inside an NCCL
-all-reduce, which would otherwise wait for the process-group timeout), the thread logs which rank
-and why, and ends the process with :data:`PEER_LOST_EXIT_CODE`. When the main thread fails first
-(gloo reports a closed connection at once), :meth:`PeerWatchdog.name_lost_peers` waits up to
-``peer_timeout`` for the lost rank to show and logs it before the error exits the process.
+While this rank's main thread is still waiting (e.g. inside an NCCL all-reduce), the thread ends
+the process with :data:`PEER_LOST_EXIT_CODE`, naming the rank, when a peer is gone or failed, or
+silent for longer than ``hang_timeout`` (the process-group timeout: a busy machine can delay a
+heartbeat, and a healthy job must not be ended for that). When the main thread fails first (gloo
+reports a closed connection at once), :meth:`PeerWatchdog.name_lost_peers` names a peer silent
+for ``peer_timeout`` seconds (waiting up to that long) before the error exits the process.
 """
 import json
 import logging
@@ -41,9 +42,11 @@ def _process_gone(pid: int) -> bool:
 
 class PeerWatchdog:
 
-    def __init__(self, store, rank: int, world_size: int, peer_timeout: float, logger: logging.Logger):
+    def __init__(self, store, rank: int, world_size: int, peer_timeout: float, logger: logging.Logger,
+                 hang_timeout: float = 1800.0):
         self.store, self.rank, self.world_size = store, rank, world_size
         self.peer_timeout = float(peer_timeout)
+        self.hang_timeout = max(float(hang_timeout), self.peer_timeout)
         self.interval = min(1.0, self.peer_timeout / 5)
         self.logger = logger
         self.prefix = 'mmvitattn/{}/{}/'.format(os.environ.get('TORCHELASTIC_RUN_ID', 'run'),
@@ -78,11 +81,11 @@ class PeerWatchdog:
         while not self._stop.wait(self.interval):
             try:
                 self.store.add(self._key('beat', self.rank), 1)
-                lost = self.lost_peer()
+                lost = self.lost_peer(silent_after=self.hang_timeout)
                 store_lost_since = None
             except Exception as err:  # the store's host (rank 0 or the launcher) is gone
                 store_lost_since = store_lost_since or time.monotonic()
-                if time.monotonic() - store_lost_since < self.peer_timeout:
+                if time.monotonic() - store_lost_since < self.hang_timeout:
                     continue
                 lost = f'the job\'s key-value store ({os.environ.get("MASTER_ADDR")}:' \
                        f'{os.environ.get("MASTER_PORT")}, hosted by rank 0 or torchrun) is unreachable: {err}'
@@ -98,8 +101,10 @@ class PeerWatchdog:
         sys.stderr.flush()
         os._exit(PEER_LOST_EXIT_CODE)
 
-    def lost_peer(self) -> Optional[str]:
-        """A description of the first lost peer, or None while all are alive or ended cleanly."""
+    def lost_peer(self, silent_after: Optional[float] = None) -> Optional[str]:
+        """A description of the first lost peer, or None while all are alive or ended cleanly;
+        a peer counts as lost once silent for ``silent_after`` seconds (default ``peer_timeout``)."""
+        silent_after = self.peer_timeout if silent_after is None else silent_after
         now = time.monotonic()
         for rank, (count, moved) in self._seen.items():
             exit_key = self._key('exit', rank)
@@ -115,9 +120,9 @@ class PeerWatchdog:
             info = self._who.get(rank)
             if info and info['host'] == self.host and _process_gone(info['pid']):
                 return f'rank {rank}{where} is gone: its process ended without a word (killed?)'
-            if now - self._seen[rank][1] > self.peer_timeout:
+            if now - self._seen[rank][1] > silent_after:
                 return f'rank {rank}{where} has not answered for {now - self._seen[rank][1]:.1f} s ' \
-                       f'(peer_timeout={self.peer_timeout:g} s)'
+                       f'(timeout {silent_after:g} s)'
         return None
 
     def _where(self, rank: int) -> str:

@@ -45,8 +45,9 @@ def test_a_silent_peer_on_another_host_is_lost_after_peer_timeout():
     assert dog.lost_peer() is None  # its heartbeat moved
     time.sleep(0.3)
     lost = dog.lost_peer()
-    assert lost.startswith('rank 1 (pid 1 on elsewhere) has not answered for ') and lost.endswith(' s (peer_timeout=0.2 s)')
+    assert lost.startswith('rank 1 (pid 1 on elsewhere) has not answered for ') and lost.endswith(' s (timeout 0.2 s)')
     assert float(lost.split('for ')[1].split(' s')[0]) >= 0.2
+    assert dog.lost_peer(silent_after=60) is None  # what ends the job: the process-group timeout
 
 
 def test_how_a_peer_ended_decides():
