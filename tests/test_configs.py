@@ -24,6 +24,8 @@ def test_there_are_configs_for_each_task():
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_trains_a_step_and_predicts(path):
     cfg, data, registry = step_setup(str(REPO / path))
+    hooks = [h['type'] for h in cfg.custom_hooks]  # exact resume and fault handling in every config
+    assert {'mmvitattn.RNGStateHook', 'mmvitattn.FaultToleranceHook'} <= set(hooks), hooks
     model = build_model(cfg, registry)
     before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
 

@@ -2,6 +2,9 @@
 
 Same command-line contract as mmdet's and mmseg's tools/train.py; works for both because the
 config's ``default_scope`` (mmdet or mmseg) decides which registries the Runner uses.
+
+Exit codes besides 0 / 1 (mmvitattn.FaultToleranceHook): 75 = preempted by SIGTERM / SIGUSR1, the
+checkpoint of the last step is saved, continue with --resume; 76 = another rank of the job was lost.
 """
 import argparse
 import os
@@ -49,12 +52,14 @@ def build_config(args) -> Config:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    # Checkpoints must carry torch's random state for --resume to continue exactly; a config
-    # whose own custom_hooks list replaced the base's keeps it this way.
+    # Checkpoints must carry torch's random state for --resume to continue exactly, and faults
+    # (preemption, crashes, bad data, NaN losses) must be handled; a config whose own
+    # custom_hooks list replaced the base's keeps both hooks this way.
     hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(str(h.get('type', '')).endswith('RNGStateHook') for h in hooks):
-        hooks.append(dict(type='mmvitattn.RNGStateHook'))
-        cfg.custom_hooks = hooks
+    for required in ('RNGStateHook', 'FaultToleranceHook'):
+        if not any(str(h.get('type', '')).endswith(required) for h in hooks):
+            hooks.append(dict(type=f'mmvitattn.{required}'))
+    cfg.custom_hooks = hooks
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -113,7 +113,7 @@ def _read_error(path: str, err: Exception) -> CheckpointReadError:
         f'({type(err).__name__}{": " + detail[:200] if detail else ""})')
 
 
-def register_with_mmengine() -> None:
+def register_safe_loader() -> None:
     """Make mmengine's loader for local files (resume, ``load_from``, ``Pretrained`` init) safe."""
     from mmengine.runner.checkpoint import CheckpointLoader
 

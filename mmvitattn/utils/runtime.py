@@ -4,6 +4,9 @@ import os
 from mmengine.config import Config
 
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+# Process-group timeout unless the config sets env_cfg.dist_cfg.timeout: long enough for rank 0's
+# COCO evaluation while the others wait, short enough that a hung job ends within the hour.
+DEFAULT_DIST_TIMEOUT_S = 1800
 
 
 def config_task(cfg: Config) -> str:
@@ -37,9 +40,14 @@ def set_launcher(cfg: Config, launcher: str) -> None:
     gloo backend: mmengine 0.10.7's init_dist always calls ``torch.cuda.set_device``, so the
     process group is started here (the Runner then finds it), DDP wraps the CPU model without
     device ids, and SyncBN (CUDA only) becomes BN."""
+    import datetime
+
     import torch
     import torch.distributed as dist
     cfg.launcher = launcher
+    # A collective that waits longer than this fails instead of hanging (mmengine: seconds).
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg.setdefault('timeout', DEFAULT_DIST_TIMEOUT_S)
     if launcher == 'none':
         return
     if torch.cuda.is_available():
@@ -48,14 +56,14 @@ def set_launcher(cfg: Config, launcher: str) -> None:
             raise SystemExit(f'process LOCAL_RANK={local_rank} has no GPU: {gpus} visible; start at most '
                              f'{gpus} processes per node (the GPUS argument of dist_train.sh / dist_test.sh)')
         return
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    dist_cfg['backend'] = 'gloo'
     replaced = sync_bn_to_bn(cfg.model)
     if replaced and int(os.environ.get('RANK', 0)) == 0:
         print(f'no GPU: SyncBN (CUDA only) replaced by BN in {replaced} norm_cfg entries for this gloo run',
               flush=True)
     if launcher == 'pytorch':
         if not dist.is_initialized():
-            dist.init_process_group(backend='gloo')
+            dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
         wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
         wrapper['device_ids'] = None
         cfg.model_wrapper_cfg = wrapper

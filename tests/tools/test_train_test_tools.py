@@ -112,8 +112,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     assert 'checkpoint not found' in result.stderr and 'none.pth' in result.stderr
 
 
-def test_train_tool_keeps_the_rng_state_hook(tmp_path):
-    """Exact resume needs the hook even when a config's own custom_hooks list dropped it."""
+def test_train_tool_keeps_the_rng_state_and_fault_hooks(tmp_path):
+    """Exact resume and fault handling need their hooks even when a config's own custom_hooks
+    list dropped them."""
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
     tool = importlib.util.module_from_spec(spec)
@@ -121,4 +122,5 @@ def test_train_tool_keeps_the_rng_state_hook(tmp_path):
     for extra in ([], ['--cfg-options', 'custom_hooks=[]']):
         args = tool.parse_args([DET_CONFIG, '--work-dir', str(tmp_path), *extra])
         hooks = tool.build_config(args).custom_hooks
-        assert [h['type'] for h in hooks].count('mmvitattn.RNGStateHook') == 1
+        types = [h['type'] for h in hooks]
+        assert types.count('mmvitattn.RNGStateHook') == types.count('mmvitattn.FaultToleranceHook') == 1
