@@ -3,6 +3,7 @@ where a linear-attention config overtakes its softmax twin."""
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,27 +25,58 @@ def load_tool():
     return module
 
 
-def test_the_command_writes_a_row_per_config_size_and_measurement(tmp_path):
-    out = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, str(TOOL), INLINE, SOFTMAX, '--sizes', '64x96', '--mode', 'infer', 'train',
-                           '--repeats', '1', '--warmup', '0', '--threads', '1', '--out', str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+NAMES = ('mask-rcnn_inline-pvt-t_fpn_1x_coco', 'mask-rcnn_pvt-t_fpn_1x_coco')
+ARGS = [str(ROOT / INLINE), str(ROOT / SOFTMAX), '--sizes', '64x96', '--mode', 'infer', 'train', '--repeats', '1',
+        '--warmup', '0', '--threads', '1']
+
+
+def check_rows(result, with_memory: bool):
     assert result['threads'] == 1 and result['device'] == 'cpu'
     rows = {(r['config'], r['mode']): r for r in result['rows']}
-    names = ('mask-rcnn_inline-pvt-t_fpn_1x_coco', 'mask-rcnn_pvt-t_fpn_1x_coco')
-    assert set(rows) == {(n, m) for n in names for m in ('infer', 'forward', 'train')}
+    assert set(rows) == {(n, m) for n in NAMES for m in ('infer', 'forward', 'train')}
     for row in rows.values():
         assert (row['height'], row['width']) == (64, 96) and 'error' not in row
-        assert row['latency_ms'] > 0 and row['peak_mem_mib'] > 0 and row['repeats'] == 1
-        assert 0 < row['flops_backbone'] < row['flops']
-    # One count per config and size, shared by its measurements; the backbones differ.
-    assert rows[names[0], 'infer']['flops'] == rows[names[0], 'train']['flops']
-    assert rows[names[0], 'infer']['flops_backbone'] != rows[names[1], 'infer']['flops_backbone']
+        assert row['latency_ms'] > 0 and row['cpu_ms'] > 0 and row['repeats'] == 1
+        if with_memory:
+            assert row['peak_mem_mib'] > 0 and 0 < row['flops_backbone'] < row['flops']
+    if with_memory:  # one count per config and size, shared by its measurements; the backbones differ
+        assert rows[NAMES[0], 'infer']['flops'] == rows[NAMES[0], 'train']['flops']
+        assert rows[NAMES[0], 'infer']['flops_backbone'] != rows[NAMES[1], 'infer']['flops_backbone']
     pairs = {(c['config'], c['twin'], c['mode']) for c in result['crossovers']}
-    assert pairs == {(names[0], names[1], m) for m in ('infer', 'forward', 'train')}
-    assert '[6/6]' in proc.stdout and 'round 1:' in proc.stdout  # progress per measurement
+    assert pairs == {(NAMES[0], NAMES[1], m) for m in ('infer', 'forward', 'train')}
+
+
+def test_a_run_times_every_config_and_measurement(tmp_path, capsys):
+    tool = load_tool()
+    threads = torch.get_num_threads()
+    try:
+        tool.main(ARGS + ['--no-memory', '--out', str(tmp_path / 'bench.json')])
+    finally:
+        torch.set_num_threads(threads)
+    check_rows(json.loads((tmp_path / 'bench.json').read_text()), with_memory=False)
+    out = capsys.readouterr().out
+    assert '[6/6]' in out and 'round 1:' in out  # progress per measurement
+
+
+def test_peak_memory_and_flops_of_one_measurement():
+    from mmvitattn.analysis import backbone_flops
+    tool = load_tool()
+    result = tool.measure_one(str(ROOT / INLINE), (64, 96), 'train', 'cpu', None, mem_limit_gib=0, count=True)
+    assert result['peak_mem_mib'] > 0 and 'error' not in result
+    bench = tool.Bench(str(ROOT / INLINE), 'cpu')
+    assert result['flops_backbone'] == backbone_flops(bench.model.backbone, (64, 96)).total
+    assert result['flops'] > result['flops_backbone']
+
+
+@pytest.mark.skipif(os.environ.get('MMVITATTN_SLOW') != '1', reason='slow: set MMVITATTN_SLOW=1 to run')
+def test_the_command_writes_a_row_per_config_size_and_measurement(tmp_path):
+    """The README's command as a user runs it: memory and FLOPs in fresh processes (7 of them)."""
+    out = tmp_path / 'bench.json'
+    proc = subprocess.run([sys.executable, str(TOOL)] + ARGS + ['--out', str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_rows(json.loads(out.read_text()), with_memory=True)
+    assert '[6/6]' in proc.stdout and 'round 1:' in proc.stdout
 
 
 def test_the_training_step_uses_the_configs_loss_and_optimizer():
