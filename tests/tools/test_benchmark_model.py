@@ -61,7 +61,10 @@ def test_a_run_times_every_config_and_measurement(tmp_path, capsys):
 def test_peak_memory_and_flops_of_one_measurement():
     from mmvitattn.analysis import backbone_flops
     tool = load_tool()
-    result = tool.measure_one(str(ROOT / INLINE), (64, 96), 'train', 'cpu', None, mem_limit_gib=0, count=True)
+    results = tool.measure_one(str(ROOT / INLINE), (64, 96), ['forward', 'train'], 'cpu', None, mem_limit_gib=0,
+                               count=True)
+    assert set(results) == {'forward', 'train'} and results['forward']['flops'] == results['train']['flops']
+    result = results['train']
     assert result['peak_mem_mib'] > 0 and 'error' not in result
     bench = tool.Bench(str(ROOT / INLINE), 'cpu')
     assert result['flops_backbone'] == backbone_flops(bench.model.backbone, (64, 96)).total

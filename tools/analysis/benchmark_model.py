@@ -22,9 +22,9 @@ Method (shared with ``benchmark_resolution.py``, which times one trunk):
   (config, measurement) runs once in a fresh random order, so machine noise hits them alike.
   Once a size has used ``--time-budget`` seconds, no round beyond ``--min-repeats`` starts.
   The median (min / max) is reported, with the torch thread count. On CUDA, CUDA events.
-- Peak memory: one fresh subprocess per (config, size, measurement), run first: it builds the
-  model, makes one warm-up call (for training it also creates the optimizer state), then reports
-  what one more call adds at its peak (CPU: ``VmHWM - VmRSS`` with the peak counter reset; CUDA:
+- Peak memory: one fresh subprocess per (config, size), run first: it builds the model and, per
+  measurement (forward, infer, train in this order), makes one warm-up call (for training it also
+  creates the optimizer state), then reports what one more call adds at its peak (CPU: ``VmHWM - VmRSS`` with the peak counter reset; CUDA:
   ``max_memory_allocated`` minus the memory allocated before). Weights, optimizer state and input are
   not counted. On CPU the subprocess may use at most ``--mem-limit-gib`` more address space; a
   measurement that does not fit is reported with its error and not timed (a shared machine is
@@ -63,7 +63,7 @@ import torch  # noqa: E402
 from mmvitattn.analysis import model_flops, parse_size, tensor_forward  # noqa: E402
 
 MODES = ('infer', 'train')
-MEASUREMENTS = {'infer': ('infer', 'forward'), 'train': ('train', )}
+MEASUREMENTS = {'infer': ('forward', 'infer'), 'train': ('train', )}
 LINEAR_PREFIXES = ('inline-', 'castling-')
 CURVES = {'latency_ms': 'latency (ms)', 'cpu_ms': 'CPU time, all threads (ms)', 'peak_mem_mib': 'peak memory (MiB)'}
 NUM_GT = 5  # ground-truth objects in the synthetic training sample
@@ -149,38 +149,47 @@ def limit_address_space(extra_gib: float):
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def measure_one(path: str, size: Tuple[int, int], measurement: str, device: str, checkpoint: Optional[str],
-                mem_limit_gib: float, count: bool) -> dict:
-    """Peak memory of one call after a warm-up, and (``count``) FLOPs; run in a fresh process."""
+def measure_one(path: str, size: Tuple[int, int], measurements: Sequence[str], device: str,
+                checkpoint: Optional[str], mem_limit_gib: float, count: bool) -> Dict[str, dict]:
+    """FLOPs (``count``) and the peak memory of each measurement, in this order, each after its own
+    warm-up call (the FLOP count's traced forward warms ``forward``; training's warm-up also creates
+    the optimizer state); meant for a fresh process per config and size. Returns one dict per
+    measurement (the FLOPs in each)."""
     bench = Bench(path, device, checkpoint)
     bench.set_size(size)
-    result = {}
+    counted = {}
     if count:
         counts = model_flops(bench.model, tuple(bench.inputs.shape[-2:]))
-        result.update(flops=counts['model'].total, flops_backbone=counts['backbone'].total,
-                      params=counts['model'].params, params_backbone=counts['backbone'].params)
+        counted = dict(flops=counts['model'].total, flops_backbone=counts['backbone'].total,
+                       params=counts['model'].params, params_backbone=counts['backbone'].params)
     if not device.startswith('cuda') and mem_limit_gib > 0:
         limit_address_space(mem_limit_gib)
-    try:
-        bench.run(measurement)  # warm-up (and the optimizer state, for training)
-        out = []
-        result['peak_mem_mib'], result['memory_method'] = peak_memory_mib(
-            lambda: out.append(bench.run(measurement)), device)
-    except (MemoryError, RuntimeError) as e:
-        if 'memory' not in str(e).lower() and 'bad_alloc' not in str(e):
-            raise
-        result['error'] = f'out of memory under the {mem_limit_gib:g} GiB limit: {str(e).splitlines()[0][:200]}'
-    return result
+    results = {}
+    for measurement in measurements:
+        result = results[measurement] = dict(counted)
+        try:
+            if not (count and measurement == 'forward'):
+                bench.run(measurement)  # warm-up
+            out = []
+            result['peak_mem_mib'], result['memory_method'] = peak_memory_mib(
+                lambda: out.append(bench.run(measurement)), device)
+            del out
+        except (MemoryError, RuntimeError) as e:
+            if 'memory' not in str(e).lower() and 'bad_alloc' not in str(e):
+                raise
+            result['error'] = f'out of memory under the {mem_limit_gib:g} GiB limit: {str(e).splitlines()[0][:200]}'
+    return results
 
 
-def measure_in_subprocess(args, path: str, size: Tuple[int, int], measurement: str, count: bool) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), path, '--_measure', f'{size[0]}x{size[1]}', measurement,
+def measure_in_subprocess(args, path: str, size: Tuple[int, int], measurements: Sequence[str]) -> Dict[str, dict]:
+    cmd = [sys.executable, os.path.abspath(__file__), path, '--_measure', f'{size[0]}x{size[1]}', *measurements,
            '--device', args.device, '--threads', str(args.threads), '--mem-limit-gib', str(args.mem_limit_gib)]
-    cmd += (['--checkpoint', args.checkpoint] if args.checkpoint else []) + (['--_count'] if count else [])
+    cmd += (['--checkpoint', args.checkpoint] if args.checkpoint else []) + ([] if args.no_flops else ['--_count'])
     proc = subprocess.run(cmd, env=measurement_env(args.threads), capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
-        return dict(error=lines[-1] if lines else f'measurement process exited with {proc.returncode}')
+        error = lines[-1] if lines else f'measurement process exited with {proc.returncode}'
+        return {m: dict(error=error) for m in measurements}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -199,21 +208,18 @@ def run_benchmark(args) -> dict:
     rng = random.Random(0)
     rows, total = [], len(sizes) * len(benches) * len(measurements)
     for size in sizes:
-        # Memory and FLOPs first, each in a fresh process; what does not fit is not timed.
+        # Memory and FLOPs first, in a fresh process per config; what does not fit is not timed.
         size_rows = {}
         for bench in benches:
-            for k, measurement in enumerate(measurements):
+            measured = {} if args.no_memory else measure_in_subprocess(args, bench.path, size, measurements)
+            for measurement in measurements:
                 row = dict(config=bench.name, config_path=os.path.relpath(bench.path, ROOT),
                            height=size[0], width=size[1], pixels=size[0] * size[1], mode=measurement)
-                if not args.no_memory:
-                    row.update(measure_in_subprocess(args, bench.path, size, measurement, count=k == 0))
+                row.update(measured.get(measurement, {}))
                 size_rows[bench.name, measurement] = row
                 print(f'[{len(rows) + len(size_rows)}/{total}] {bench.name} {size[0]}x{size[1]} {measurement}: '
                       f'peak {fmt(row.get("peak_mem_mib"), ".0f")} MiB'
                       + (f' ({row["error"]})' if 'error' in row else ''), flush=True)
-            flops = {k: v for k, v in size_rows[bench.name, measurements[0]].items() if k.startswith(('flops', 'params'))}
-            for measurement in measurements[1:]:
-                size_rows[bench.name, measurement].update(flops)
         jobs = [(b, m) for b in benches for m in measurements if 'error' not in size_rows[b.name, m]]
         for bench in benches:
             if any(b is bench for b, _ in jobs):
@@ -425,11 +431,12 @@ def parse_args(argv=None):
     parser.add_argument('--mem-limit-gib', type=float, default=12.0,
                         help='CPU: address space a memory measurement may add (0: no limit)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory / FLOP subprocesses')
+    parser.add_argument('--no-flops', action='store_true', help='skip FLOP counting')
     parser.add_argument('--out', default=None, help='JSON output path')
     parser.add_argument('--plot', default=None, help='plot output path (png/svg)')
     parser.add_argument('--from-json', nargs='+', default=None,
                         help='measure nothing: merge these result files into one table / JSON / plot')
-    parser.add_argument('--_measure', nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument('--_measure', nargs='+', help=argparse.SUPPRESS)
     parser.add_argument('--_count', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.configs and not args.from_json:
@@ -452,9 +459,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args._measure:
-        size, measurement = args._measure
+        size, *measurements = args._measure
         torch.set_num_threads(args.threads)
-        print(json.dumps(measure_one(args.configs[0], parse_size(size), measurement, args.device,
+        print(json.dumps(measure_one(args.configs[0], parse_size(size), measurements, args.device,
                                      args.checkpoint, args.mem_limit_gib, args._count)))
         return
     result = merge_results(args.from_json) if args.from_json else run_benchmark(args)
