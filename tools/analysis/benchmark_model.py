@@ -207,6 +207,11 @@ def run_benchmark(args) -> dict:
     benches = [Bench(path, args.device, args.checkpoint) for path in args.configs]
     rng = random.Random(0)
     rows, total = [], len(sizes) * len(benches) * len(measurements)
+    result = dict(configs=[os.path.relpath(p, ROOT) for p in args.configs], device=args.device,
+                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats, batch=1,
+                  dtype='float32', checkpoint=args.checkpoint, torch=torch.__version__,
+                  cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
+                  rows=rows)
     for size in sizes:
         # Memory and FLOPs first, in a fresh process per config; what does not fit is not timed.
         size_rows = {}
@@ -245,11 +250,9 @@ def run_benchmark(args) -> dict:
                            latency_max_ms=max(walls), cpu_ms=statistics.median(cpus), repeats=len(walls),
                            latency_all_ms=walls)
             rows.append(row)
-    return dict(configs=[os.path.relpath(p, ROOT) for p in args.configs], device=args.device,
-                threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats, batch=1,
-                dtype='float32', checkpoint=args.checkpoint, torch=torch.__version__,
-                cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
-                rows=rows)
+        if args.out:  # what a long run has measured so far survives an interruption
+            write_json(result, args.out)
+    return result
 
 
 # ----------------------------------------------------------------------------- crossovers
