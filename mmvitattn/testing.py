@@ -36,6 +36,8 @@ def fewer_samples(model_cfg) -> None:
     rcnn = train_cfg.get('rcnn')
     for stage in (rcnn if isinstance(rcnn, list) else [rcnn] if rcnn else []):
         stage.sampler.num = 32
+    # ViTDet's recipe pads every training batch to 1024 x 1024; the test's small images stay small.
+    model_cfg.data_preprocessor.pop('batch_augments', None)
 
 
 def keep_detections(model_cfg, max_per_img: int = 10) -> None:

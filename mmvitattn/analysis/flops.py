@@ -265,6 +265,17 @@ class _TensorForward(nn.Module):
         return self.model._forward(x, [sample])
 
 
+def tensor_forward(model: nn.Module, size: Union[str, int, Sequence[int]], num_proposals: int = 1000) -> nn.Module:
+    """A module whose ``forward(images)`` runs ``model`` (mmdet/mmseg) without post-processing on
+    batch-1 images of ``size``: backbone, neck and heads; a two-stage detector's RoI heads on
+    ``num_proposals`` fixed boxes (and its mask head on the first 100), so the work does not depend
+    on what NMS keeps from random weights."""
+    h, w = parse_size(size)
+    if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
+        return _TwoStageTensorForward(model, (h, w), num_proposals).to(next(model.parameters()).device)
+    return _TensorForward(model, (h, w))
+
+
 def model_flops(model: nn.Module, size: Union[str, int, Sequence[int]], num_proposals: int = 1000,
                 elementwise: bool = True) -> Dict[str, FlopCount]:
     """Backbone-only and full-model FLOPs of an mmdet/mmseg model at ``size`` (batch 1).
@@ -278,11 +289,7 @@ def model_flops(model: nn.Module, size: Union[str, int, Sequence[int]], num_prop
     device = next(model.parameters()).device
     x = torch.zeros(1, 3, h, w, device=device)
     result = {'backbone': count_flops(model.backbone, x, elementwise)}
-    if hasattr(model, 'rpn_head') and hasattr(model, 'roi_head'):
-        wrapper = _TwoStageTensorForward(model, (h, w), num_proposals).to(device)
-    else:
-        wrapper = _TensorForward(model, (h, w))
-    full = count_flops(wrapper, x, elementwise)
+    full = count_flops(tensor_forward(model, (h, w), num_proposals), x, elementwise)
     # Module names without the wrapper's prefix.
     full.by_module = {k.split('.', 1)[1] if '.' in k else '': v for k, v in full.by_module.items()}
     result['model'] = full
@@ -295,5 +302,6 @@ def format_flops(flops: Union[int, float]) -> str:
 
 __all__ = [
     'SOFTMAX_PER_ELEMENT', 'STANDARD_SIZES', 'FlopCount', 'attention_op_handles', 'backbone_flops',
-    'count_flops', 'flop_analyzer', 'format_flops', 'model_flops', 'parse_size', 'sdpa_flop_count'
+    'count_flops', 'flop_analyzer', 'format_flops', 'model_flops', 'parse_size', 'sdpa_flop_count',
+    'tensor_forward'
 ]

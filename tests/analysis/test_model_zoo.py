@@ -1,4 +1,4 @@
-"""tools/analysis/model_zoo.py: one row per config, counted at the task's standard input."""
+"""tools/analysis/model_zoo.py: one row per config, counted at its own input size."""
 import importlib.util
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def test_every_config_but_the_demo_is_listed():
 
 def test_a_row_counts_the_config_model_at_its_task_size(monkeypatch, capsys):
     from mmvitattn.analysis import backbone_flops
-    monkeypatch.setitem(zoo.STANDARD_SIZE, 'mmseg', ('small', (64, 128)))  # a fast stand-in for 512x2048
+    monkeypatch.setattr(zoo, 'input_size', lambda cfg, scope: ('small', (64, 128)))  # a fast stand-in for 512x2048
     path = 'configs/sem_fpn/fpn_inline-pvt-t_4xb4-40k_ade20k-512x512.py'
     (row, ) = zoo.main(['--configs', str(ROOT / path)])
     assert row['config'] == path and row['checkpoint'] == 'checkpoints/inline_pvt_t.pth'
@@ -27,3 +27,16 @@ def test_a_row_counts_the_config_model_at_its_task_size(monkeypatch, capsys):
     assert row['gflops_backbone'] * 1e9 == pytest.approx(backbone_flops(model.backbone.eval(), (64, 128)).total)
     assert row['gflops'] > row['gflops_backbone']
     assert '| `fpn_inline-pvt-t_4xb4-40k_ade20k-512x512` | InLinePVT | 64x128 |' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('path, size', [
+    ('configs/mask_rcnn/mask-rcnn_inline-pvt-t_fpn_1x_coco.py', (800, 1280)),  # COCO's standard input
+    ('configs/vitdet/mask-rcnn_inline-deit-s_lsj-100e_coco-1024.py', (1024, 1024)),  # padded to image_size
+    ('configs/upernet/upernet_inline-pvt-t_4xb4-160k_ade20k-512x512.py', (512, 2048)),
+    ('configs/upernet/upernet_inline-pvt-t_4xb4-160k_ade20k-640x640.py', (640, 2560)),
+    ('configs/upernet/upernet_inline-pvt-t_4xb2-80k_cityscapes-512x1024.py', (1024, 2048)),
+])
+def test_each_config_is_counted_at_its_own_input_size(path, size):
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / path))
+    assert zoo.input_size(cfg, cfg.default_scope)[1] == size

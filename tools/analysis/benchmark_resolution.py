@@ -150,20 +150,26 @@ def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, mode: str = '
             return model(x)
 
 
-def time_once(model, x, dtype, device: str, mode: str = 'forward') -> Tuple[float, float]:
-    """Seconds for one pass: (wall-clock, CPU time of this process over all its threads)."""
+def time_call(fn, device: str) -> Tuple[float, float]:
+    """Seconds for one ``fn()``: (wall-clock, CPU time of this process over all its threads). On
+    CUDA the wall-clock figure comes from CUDA events recorded after a synchronize."""
     if device.startswith('cuda'):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         c0 = time.process_time()
         start.record()
-        forward(model, x, dtype, mode)
+        fn()
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1e3, time.process_time() - c0
     c0, t0 = time.process_time(), time.perf_counter()
-    forward(model, x, dtype, mode)
+    fn()
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def time_once(model, x, dtype, device: str, mode: str = 'forward') -> Tuple[float, float]:
+    """Seconds for one pass: (wall-clock, CPU time of this process over all its threads)."""
+    return time_call(lambda: forward(model, x, dtype, mode), device)
 
 
 # Profiler op names of torch's scaled-dot-product-attention kernels -> the backend's name.
@@ -209,15 +215,9 @@ def cuda_peak_memory(model, x, dtype, mode: str) -> dict:
     """Peak memory one pass adds on the GPU (caching-allocator statistics; in this process)."""
     if mode == 'forward-backward':
         model.zero_grad(set_to_none=True)
-    gc.collect()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    out = forward(model, x, dtype, mode)
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - before) / 2**20
-    del out
-    return dict(peak_mem_mib=peak, memory_method='cuda max_memory_allocated - allocated before (one pass)')
+    out = []
+    peak, method = peak_memory_mib(lambda: out.append(forward(model, x, dtype, mode)), 'cuda')
+    return dict(peak_mem_mib=peak, memory_method=f'{method} (one pass)')
 
 
 # ----------------------------------------------------------------------------- memory + FLOPs
@@ -241,31 +241,45 @@ def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, 
         result['flops'] = backbone_flops(model, size).total
     else:
         forward(model, x, dtype, mode)
+    out = []
+    result['peak_mem_mib'], result['memory_method'] = peak_memory_mib(
+        lambda: out.append(forward(model, x, dtype, mode)), device)
+    del out
+    return result
+
+
+def peak_memory_mib(fn, device: str) -> Tuple[float, str]:
+    """Memory one ``fn()`` adds at its peak, in MiB, and how it was measured. Call it in a fresh
+    process after a warm-up call (see the module docstring); on CPU the process should run with
+    :func:`measurement_env`."""
     gc.collect()
     if device.startswith('cuda'):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        out = forward(model, x, dtype, mode)
+        fn()
         torch.cuda.synchronize()
-        result['peak_mem_mib'] = (torch.cuda.max_memory_allocated() - before) / 2**20
-        result['memory_method'] = 'cuda max_memory_allocated - allocated before'
-    else:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset VmHWM to the current RSS
-        before = _status_kib('VmRSS')
-        out = forward(model, x, dtype, mode)
-        result['peak_mem_mib'] = (_status_kib('VmHWM') - before) / 1024
-        result['memory_method'] = 'VmHWM - VmRSS around one forward (fresh process, after a warm-up)'
-    del out
-    return result
+        return ((torch.cuda.max_memory_allocated() - before) / 2**20,
+                'cuda max_memory_allocated - allocated before')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current RSS
+    before = _status_kib('VmRSS')
+    fn()
+    return ((_status_kib('VmHWM') - before) / 1024,
+            'VmHWM - VmRSS around one call (fresh process, after a warm-up)')
+
+
+def measurement_env(threads: int) -> Dict[str, str]:
+    """The environment of a peak-memory subprocess: large blocks straight from/back to the OS, so
+    freed tensors leave the resident set; ``threads`` OpenMP threads; this checkout importable."""
+    env = dict(os.environ)
+    env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
+               OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
+    return env
 
 
 def measure_in_subprocess(args, attention: str, size: Tuple[int, int]) -> dict:
-    env = dict(os.environ)
-    # Large blocks straight from/back to the OS: freed tensors leave the resident set.
-    env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
-               OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT)
+    env = measurement_env(args.threads)
     cmd = [sys.executable, os.path.abspath(__file__), '--_measure', args.trunk, attention,
            f'{size[0]}x{size[1]}', '--device', args.device, '--dtype', args.dtype, '--mode', args.mode,
            '--threads', str(args.threads)] + ([] if args.no_flops else ['--_count'])

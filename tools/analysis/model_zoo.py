@@ -1,7 +1,11 @@
 """The model zoo as a table: every config in configs/ (the CPU demo excluded), its parameters and
-FLOPs at the task's standard input (COCO 1280x800 for detection, ADE20K 512x2048 for
-segmentation; backbone and whole model, all attention ops counted, see get_flops.py), and the
-checkpoint its ``init_cfg`` expects. Prints a Markdown table (the README's) and writes JSON.
+FLOPs at its own input size (backbone and whole model, all attention ops counted, see
+get_flops.py), and the checkpoint its ``init_cfg`` expects. Prints a Markdown table (the
+README's) and writes JSON.
+
+Input size: detection, the fixed size a config pads its images to (its ``image_size``, e.g.
+ViTDet's 1024x1024), else COCO's 1280x800; segmentation, the scale of the config's test
+``Resize`` (ADE20K 512x2048 or 640x2560, Cityscapes 1024x2048), else ADE20K's 512x2048.
 
     python tools/analysis/model_zoo.py [--configs configs/mask_rcnn/*.py] [--out work_dirs/zoo.json]
 """
@@ -32,7 +36,7 @@ def describe(path: str) -> dict:
     scope = cfg.get('default_scope', 'mmdet')
     if scope not in STANDARD_SIZE:
         raise SystemExit(f'{path}: default_scope {scope!r} is neither mmdet nor mmseg')
-    size_name, size = STANDARD_SIZE[scope]
+    size_name, size = input_size(cfg, scope)
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
     model = build_from_config(os.path.join(ROOT, path)).eval()
     counts = model_flops(model, size)
@@ -40,6 +44,20 @@ def describe(path: str) -> dict:
                 height=size[0], width=size[1], params_backbone=counts['backbone'].params,
                 params=counts['model'].params, gflops_backbone=counts['backbone'].total / 1e9,
                 gflops=counts['model'].total / 1e9, checkpoint=init_cfg.get('checkpoint', '-'))
+
+
+def input_size(cfg, scope: str):
+    """(name, (height, width)) of the input the config's FLOPs are counted at (module docstring)."""
+    if scope == 'mmdet' and cfg.get('image_size'):
+        h, w = cfg.image_size
+        return f'{h}x{w}', (h, w)
+    if scope == 'mmseg':
+        pipeline = cfg.get('test_pipeline') or cfg.test_dataloader.dataset.pipeline
+        for step in pipeline:
+            if step['type'] in ('Resize', 'mmseg.Resize') and step.get('scale'):
+                w, h = step['scale']  # mmcv scales are (width, height)
+                return f'{h}x{w}', (h, w)
+    return STANDARD_SIZE[scope]
 
 
 def markdown(rows) -> str:

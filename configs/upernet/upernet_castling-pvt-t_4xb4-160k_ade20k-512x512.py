@@ -1,0 +1,16 @@
+# UperNet 160k with a Castling-PVT-T backbone: the Castling twin of upernet_inline-pvt-t_4xb4-160k_ade20k-512x512
+# (softmax baseline: upernet_pvt-t_4xb4-160k_ade20k-512x512), trained with Castling-ViT's auxiliary masked
+# softmax branch in stages 3-4 for the first half of training, as mask-rcnn_castling-pvt-t_fpn_1x_coco
+# (see that config for the choice of stages and the schedule), warm-started from InLine-PVT-T.
+_base_ = './upernet_inline-pvt-t_4xb4-160k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        type='mmvitattn.CastlingPVT',
+        attn_cfgs=[dict(), dict(), dict(aux_softmax=True, aux_chunk=1024),
+                   dict(aux_softmax=True, aux_chunk=1024)]))
+custom_hooks = [
+    dict(type='mmvitattn.CastlingAuxScheduleHook', begin=0, end=0.5, schedule='cosine', start_coef=1.0,
+         threshold=(1.0, 4.0), l1_weight=0.0),
+    dict(type='mmvitattn.RNGStateHook'),  # the base's hook (a list replaces the base's list)
+]
