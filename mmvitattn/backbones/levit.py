@@ -10,7 +10,7 @@ Structure (as in the paper and timm's ``levit_*`` linear-mode models):
   softmax(s q k^T + B) v, Hardswish, then a BN-linear projection. B is a learned per-head bias
   indexed by the absolute offset (|dy|, |dx|) between query and key positions.
 
-Attention per stage (``attention=`` one name, or one per stage), ``METHODS.md`` section 3:
+Attention per stage (``attention=`` one name, or one per stage; Armour paper, LeViT variants):
 
 * ``'softmax'``      LeViT: one ``qkv`` BN-linear gives q, k and v of their own.
 * ``'armour'``       Armour-LeViT (128S style): v keeps only ``(attn_ratio - 1) * key_dim`` channels of

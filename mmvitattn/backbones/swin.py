@@ -184,7 +184,7 @@ SWIN_ARCHS = {
     's': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     'b': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
 }
-# The released InLine-Swin attention layouts (METHODS.md).
+# The released InLine-Swin attention layouts (InLine paper; released models of LeapLabTHU/InLine).
 INLINE_SWIN_ATTENTION = {
     't': ('I', 'I', 'I', 'S'),
     's': ('I', 'I', 'S', 'S'),

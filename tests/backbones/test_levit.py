@@ -11,7 +11,7 @@ from mmvitattn.registry import MODELS
 
 timm = pytest.importorskip('timm')
 
-# Armour paper (METHODS.md section 3): LeViT / Armour / Armour+ with the 1000-class head, millions.
+# Armour paper: LeViT / Armour / Armour+ with the 1000-class head, millions.
 PAPER_PARAMS = {
     '128s': (7.76, 7.47, 7.18),
     '192': (10.9, 10.4, 9.8),
