@@ -104,15 +104,23 @@ def sdpa_mask(pad_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class QKVMixer(TokenMixer):
-    """A token mixer with query/key/value projections in one of two checkpoint layouts.
+    """A token mixer with query/key/value projections in either checkpoint layout.
 
     ``qkv_layout='qkv'``: one fused ``qkv`` linear (ViT/DeiT/Swin naming);
     ``qkv_layout='q_kv'``: separate ``q`` and ``kv`` linears (PVT naming).
+    The layout only names the parameters: every mixer computes the same function with either, so
+    a family's layout never limits which mixer it can run.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
                  proj_drop: float = 0.0):
         super().__init__(dim, num_heads)
+        self.init_projections(qkv_bias, qkv_layout)
+        self.init_output(proj_drop)
+
+    def init_projections(self, qkv_bias: bool, qkv_layout: str) -> None:
+        """The q/k/v linears, named by ``qkv_layout``."""
+        dim = self.dim
         if qkv_layout == 'qkv':
             self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         elif qkv_layout == 'q_kv':
@@ -121,8 +129,22 @@ class QKVMixer(TokenMixer):
         else:
             raise ValueError(f"unknown qkv_layout {qkv_layout!r}; expected 'qkv' or 'q_kv'")
         self.qkv_layout = qkv_layout
-        self.proj = nn.Linear(dim, dim)
+
+    def init_output(self, proj_drop: float) -> None:
+        self.proj = nn.Linear(self.dim, self.dim)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> q (B, N, C)."""
+        if self.qkv_layout == 'q_kv':
+            return self.q(x)
+        bias = None if self.qkv.bias is None else self.qkv.bias[:self.dim]
+        return F.linear(x, self.qkv.weight[:self.dim], bias)
+
+    def project_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, M, C) -> [k | v] (B, M, 2C): keys and values may come from other tokens than q."""
+        weight, bias = self.kv_bias_weight()
+        return F.linear(x, weight, bias)
 
     def project_qkv(self, x: torch.Tensor):
         """(B, N, C) -> q, k, v, each (B, h, N, d)."""

@@ -38,6 +38,7 @@ from torch import nn
 from ..attention import ATTENTIONS, build_attention
 from ..attention.base import check_heads, float32_region, to_float32
 from ..registry import MODELS
+from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
                      per_stage)
 
@@ -54,6 +55,11 @@ INLINE_CSWIN_ARCHS = {
     'b': dict(embed_dims=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32)),
 }
 NATIVE_ATTENTIONS = ('cswin', 'inline')
+
+
+def cswin_mixer_options(name: str):
+    """Options a CSwin block's mixer takes: the released layouts' branches take only ``proj_drop``."""
+    return frozenset({'proj_drop'}) if name in NATIVE_ATTENTIONS else constructor_options(name)
 STRIPE_MODES = ('vertical', 'horizontal', 'global')
 
 
@@ -231,7 +237,8 @@ class CSwinBlock(nn.Module):
             self.attns = nn.ModuleList(branches)
         else:
             self.norm1 = nn.LayerNorm(dim)
-            self.attn = build_attention(attention, dim, num_heads, **{'qkv_bias': qkv_bias, **attn_cfg})
+            self.attn = build_attention(attention, dim, num_heads,
+                                        **mixer_options(attention, dict(qkv_bias=qkv_bias), attn_cfg))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.norm2 = nn.LayerNorm(dim)
@@ -310,8 +317,9 @@ class CSwin(BackboneBase):
         arch: 't', 's' or 'b' (sizes from ``arch_zoo``: CSWin's for this class and
             ``SoftmaxCSwin``, InLine-CSwin's for ``InLineCSwin``), or None to give ``embed_dims``,
             ``depths`` and ``num_heads`` yourself. Explicit values override the arch's.
-        attention: 'cswin', 'inline', another registered attention name, or one per stage.
-        attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one per stage.
+        attention: 'cswin', 'inline', another registered attention name, or one per stage (or
+            block); the grammar of :mod:`~mmvitattn.backbones.attention_spec`.
+        attn_cfgs: mixer options, one dict for all stages or one per stage (or block).
         embed_dims: stage-1 width (doubled at every merge) or four widths.
         split_sizes: stripe width of 'cswin' stages; None for one branch over the whole map.
             The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384.
@@ -356,26 +364,21 @@ class CSwin(BackboneBase):
         depths = per_stage(given['depths'], n, 'depths')
         num_heads = per_stage(given['num_heads'], n, 'num_heads')
         split_sizes = per_stage(split_sizes, n, 'split_sizes')
-        attention = per_stage(attention or self.default_attention, n, 'attention')
-        attn_cfgs = per_stage(attn_cfgs, n, 'attn_cfgs')
-        allowed = sorted(set(NATIVE_ATTENTIONS) | set(ATTENTIONS))
-        for name in attention:
-            if name is None:
-                raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per stage; '
-                                 f'expected names from {allowed}')
-            if name not in allowed:
-                raise ValueError(f'unknown attention type {name!r}; expected one of {allowed}')
-        for i, (name, split) in enumerate(zip(attention, split_sizes)):
-            if name == 'cswin' and split is not None and (not isinstance(split, int) or split < 1):
-                raise ValueError(f'split_sizes[{i}]={split!r} must be a positive int or None (whole map)')
         for i, depth in enumerate(depths):
             if not isinstance(depth, int) or depth < 1:
                 raise ValueError(f'depths[{i}]={depth!r} must be a positive int')
+        known = sorted(set(NATIVE_ATTENTIONS) | set(ATTENTIONS))
+        block_attention = resolve_attention(attention or self.default_attention, depths, known,
+                                            owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, known, options=cswin_mixer_options)
+        for i, (names, split) in enumerate(zip(block_attention, split_sizes)):
+            if 'cswin' in names and split is not None and (not isinstance(split, int) or split < 1):
+                raise ValueError(f'split_sizes[{i}]={split!r} must be a positive int or None (whole map)')
         if not -1 <= frozen_stages < n:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
-        self.attention = attention
+        self.attention = stage_summary(block_attention)
         self.split_sizes = split_sizes
         self.in_channels = in_channels
 
@@ -386,10 +389,10 @@ class CSwin(BackboneBase):
                 setattr(self, f'merge{i}', MergeBlock(embed_dims[i - 1], embed_dims[i]))
             start = sum(depths[:i])
             setattr(self, f'stage{i + 1}', nn.ModuleList([
-                CSwinBlock(embed_dims[i], num_heads[i], attention[i], split_size=split_sizes[i],
+                CSwinBlock(embed_dims[i], num_heads[i], name, split_size=split_sizes[i],
                            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[start + j],
-                           attn_cfg=attn_cfgs[i])
-                for j in range(depths[i])
+                           attn_cfg=block_cfgs[i][j])
+                for j, name in enumerate(block_attention[i])
             ]))
         self.num_classes = num_classes
         if num_classes > 0:

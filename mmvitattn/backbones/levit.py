@@ -77,6 +77,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
+from ..attention import ATTENTIONS, build_attention
+from .attention_spec import constructor_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import BackboneBase, check_out_indices, per_stage, valid_sizes
 
 # The released LeViT sizes (key_dim is shared by every attention of a model).
@@ -94,6 +96,12 @@ _VARIANT_PREFIXES = {'levit': 'softmax', 'armour-levit': 'armour', 'armour-plus-
 LEVIT_VARIANTS = {f'{prefix}-{arch}': (arch, attention)
                   for prefix, attention in _VARIANT_PREFIXES.items() for arch in LEVIT_ARCHS}
 STEM_STRIDE = 16
+
+
+def levit_mixer_options(name: str):
+    """Options a LeViT block's mixer takes from ``attn_cfgs``: none for LeViT's own forms."""
+    return frozenset() if name in LEVIT_ATTENTIONS else constructor_options(name)
+
 NUM_LEVELS = 5  # two stem maps + three stages
 LEVEL_STRIDES = (4, 8, 16, 32, 64)
 
@@ -369,14 +377,23 @@ class LeViTMlp(nn.Module):
 
 
 class LeViTBlock(nn.Module):
-    """x + attn(x), then x + mlp(x)."""
+    """x + attn(x), then x + mlp(x). ``attention``: LeViT's own ('softmax', 'armour',
+    'armour_plus': :class:`LeViTAttention`), or any other registered mixer, built with
+    ``attn_cfg`` and ``dim // key_dim`` heads (the rule of LeViT's shrinking attention), whose own
+    projections take the place of LeViT's BN-linears."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, mlp_ratio: float,
                  attention: str, resolution: Tuple[int, int], bias_mode: str, drop_path: float = 0.0,
-                 out_bn_init: float = 0.0):
+                 out_bn_init: float = 0.0, attn_cfg: Optional[dict] = None):
         super().__init__()
-        self.attn = LeViTAttention(dim, key_dim, num_heads, attn_ratio, attention, resolution, bias_mode,
-                                   out_bn_init)
+        if attention in LEVIT_ATTENTIONS:
+            self.attn = LeViTAttention(dim, key_dim, num_heads, attn_ratio, attention, resolution, bias_mode,
+                                       out_bn_init)
+        else:
+            if dim % key_dim:
+                raise ValueError(f'{attention!r} attention in LeViT uses dim // key_dim heads: key_dim={key_dim} '
+                                 f'must divide the stage width {dim}')
+            self.attn = build_attention(attention, dim, dim // key_dim, **(attn_cfg or {}))
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp = LeViTMlp(dim, int(dim * mlp_ratio), out_bn_init)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -451,7 +468,7 @@ def _keep_bn_statistics(module: nn.Module):
 # --------------------------------------------------------------------------------------------------
 @MODELS.register_module()
 class LeViT(BackboneBase):
-    """LeViT backbone with softmax or Armour attention per stage.
+    """LeViT backbone with its biased softmax, Armour, or any registered attention per stage.
 
     Args:
         arch: '128s', '128', '192', '256' or '384' (the released sizes), or None with explicit
@@ -460,7 +477,13 @@ class LeViT(BackboneBase):
         variant: a full model name instead of ``arch`` + ``attention``: 'levit-128s',
             'armour-levit-256', 'armour-plus-levit-384', ... (see ``LEVIT_VARIANTS``). It replaces
             the default arch; a different explicit arch or attention is an error.
-        attention: 'softmax', 'armour' or 'armour_plus' for every stage, or one per stage.
+        attention: 'softmax', 'armour' or 'armour_plus' (LeViT's attention-biased forms), or any
+            other registered mixer ('inline', 'castling', ...; see :class:`LeViTBlock`), for
+            every stage or one per stage (or block): the grammar of
+            :mod:`~mmvitattn.backbones.attention_spec`. The shrinking blocks stay LeViT's.
+        attn_cfgs: options of the registered mixers, one dict for all stages or one per stage
+            (or block), e.g. ``attn_cfgs=dict(aux_softmax=True)`` for 'castling'; LeViT's own forms take
+            none (``attn_ratio``, ``attn_bias_mode`` set them).
         attn_ratio / mlp_ratio: value ratio and MLP ratio of the residual blocks (per stage; 2, 2).
         down_attn_ratio / down_mlp_ratio: the same for the shrinking blocks (4, 2).
         pretrain_img_size: the input size the attention-bias tables are trained for (224).
@@ -484,6 +507,7 @@ class LeViT(BackboneBase):
 
     def __init__(self, arch: Optional[str] = '128s', variant: Optional[str] = None,
                  attention: Union[str, Sequence[str], None] = None,
+                 attn_cfgs: Union[dict, Sequence[dict], None] = None,
                  embed_dims: Optional[Sequence[int]] = None, key_dim: Optional[int] = None,
                  num_heads: Optional[Sequence[int]] = None, depths: Optional[Sequence[int]] = None,
                  attn_ratio: Union[float, Sequence[float]] = 2.0,
@@ -521,10 +545,13 @@ class LeViT(BackboneBase):
         depths = per_stage(depths, n, 'depths')
         attn_ratio = per_stage(attn_ratio, n, 'attn_ratio')
         mlp_ratio = per_stage(mlp_ratio, n, 'mlp_ratio')
-        attention = per_stage(attention, n, 'attention')
-        for name in attention:
-            if name not in LEVIT_ATTENTIONS:
-                raise ValueError(f'unknown LeViT attention {name!r}; expected one of {LEVIT_ATTENTIONS}')
+        for i, depth in enumerate(depths):
+            if not isinstance(depth, int) or depth < 0:
+                raise ValueError(f'depths[{i}]={depth!r} must be an int >= 0')
+        known = sorted(set(LEVIT_ATTENTIONS) | set(ATTENTIONS))
+        block_attention = resolve_attention(attention, depths, known, owner=type(self).__name__,
+                                            label='LeViT attention')
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, known, options=levit_mixer_options)
         if embed_dims[0] % 8:
             raise ValueError(f'the stem halves the width three times: embed_dims[0]={embed_dims[0]} '
                              'must be a multiple of 8')
@@ -537,7 +564,7 @@ class LeViT(BackboneBase):
         if not self.out_indices:
             raise ValueError('out_indices is empty; expected one or more levels from 0..4')
         self.embed_dims = embed_dims
-        self.attention = attention
+        self.attention = stage_summary(block_attention)
         self.key_dim = key_dim
         self.out_channels = (embed_dims[0] // 4, embed_dims[0] // 2, *embed_dims)
         self.out_strides = LEVEL_STRIDES
@@ -555,8 +582,8 @@ class LeViT(BackboneBase):
                                         down_mlp_ratio, grid, attn_bias_mode, next(dpr), out_bn_init)
                 grid = tuple((g - 1) // 2 + 1 for g in grid)
             blocks = [LeViTBlock(embed_dims[i], key_dim, num_heads[i], attn_ratio[i], mlp_ratio[i],
-                                 attention[i], grid, attn_bias_mode, next(dpr), out_bn_init)
-                      for _ in range(depths[i])]
+                                 name, grid, attn_bias_mode, next(dpr), out_bn_init, cfg)
+                      for name, cfg in zip(block_attention[i], block_cfgs[i])]
             stages.append(LeViTStage(down, blocks))
         self.stages = nn.ModuleList(stages)
 

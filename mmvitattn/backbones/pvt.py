@@ -15,7 +15,9 @@ import torch
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from ..attention import ATTENTIONS
 from ..registry import MODELS
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
                      per_stage, resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
 
@@ -50,10 +52,11 @@ class PVT(BackboneBase):
             'b0'..'b5'), or None to give ``depths`` yourself. Explicit ``depths``, ``embed_dims``,
             ``num_heads``, ``mlp_ratios`` and ``sr_ratios`` override the arch's values; what neither
             gives comes from ``arch_defaults``.
-        attention: registered attention name for every stage, or one per stage
-            (e.g. ``('inline',) * 4`` or ``('sra', 'sra', 'inline', 'inline')``).
-        attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one
-            per stage (e.g. ``sr_ratio`` for 'sra', ``aux_softmax`` for 'castling').
+        attention: registered attention name for every stage, or one per stage (or per block)
+            (e.g. ``attention='inline'`` or ``attention=('sra', 'sra', 'inline', 'inline')``); the grammar of
+            :mod:`~mmvitattn.backbones.attention_spec`.
+        attn_cfgs: mixer options, one dict for all stages or one per stage (or block)
+            (e.g. ``sr_ratio`` for 'sra', ``aux_softmax`` for 'castling').
         sr_ratios: spatial-reduction ratios used by 'sra' stages (PVT's 8, 4, 2, 1).
         overlap_patch_embed: PVTv2-style overlapping patch embedding instead of PVTv1's.
         mlp_dwconv: PVTv2-style depthwise conv inside the MLP.
@@ -103,15 +106,14 @@ class PVT(BackboneBase):
         num_heads = per_stage(num_heads, n, 'num_heads')
         mlp_ratios = per_stage(mlp_ratios, n, 'mlp_ratios')
         sr_ratios = per_stage(sr_ratios, n, 'sr_ratios')
-        attention = per_stage(attention or self.default_attention, n, 'attention')
-        attn_cfgs = per_stage(attn_cfgs, n, 'attn_cfgs')
-        if None in attention:
-            raise ValueError('PVT needs attention=<name> or one name per stage')
+        block_attention = resolve_attention(attention or self.default_attention, depths, ATTENTIONS,
+                                            owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
         if frozen_stages >= n:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
-        self.attention = attention
+        self.attention = stage_summary(block_attention)
         self.use_pos_embed = use_pos_embed
         self.stage_norm = stage_norm
 
@@ -128,15 +130,13 @@ class PVT(BackboneBase):
             self.pos_grids.append((grid, grid))
             if use_pos_embed:
                 setattr(self, f'pos_embed{i + 1}', nn.Parameter(torch.zeros(1, grid * grid, embed_dims[i])))
-            cfg = dict(qkv_bias=qkv_bias, qkv_layout='q_kv')
-            if attention[i] == 'sra':
-                cfg['sr_ratio'] = sr_ratios[i]
-            cfg.update(attn_cfgs[i] or {})
+            defaults = dict(qkv_bias=qkv_bias, qkv_layout='q_kv', sr_ratio=sr_ratios[i])
             start = sum(depths[:i])
             setattr(self, f'block{i + 1}', nn.ModuleList([
-                Block(embed_dims[i], num_heads[i], attention[i], mlp_ratio=mlp_ratios[i],
-                      drop_path=dpr[start + j], mlp_dwconv=mlp_dwconv, attn_cfg=cfg, norm_eps=norm_eps)
-                for j in range(depths[i])
+                Block(embed_dims[i], num_heads[i], name, mlp_ratio=mlp_ratios[i], drop_path=dpr[start + j],
+                      mlp_dwconv=mlp_dwconv, attn_cfg=mixer_options(name, defaults, block_cfgs[i][j]),
+                      norm_eps=norm_eps)
+                for j, name in enumerate(block_attention[i])
             ]))
             if stage_norm:
                 setattr(self, f'norm{i + 1}', nn.LayerNorm(embed_dims[i], eps=norm_eps))

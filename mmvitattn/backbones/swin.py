@@ -38,6 +38,7 @@ from ..attention import ATTENTIONS
 from ..attention.window import (ShiftedWindowAttention, relative_position_index,  # noqa: F401
                                 resize_relative_position_table, shifted_window_mask)
 from ..registry import MODELS
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
                      per_stage)
 
@@ -92,63 +93,6 @@ class SwinStage(nn.Module):
         self.downsample = downsample
 
 
-# Letters of the attention spec; full registered names are accepted as well.
-ATTENTION_LETTERS = {'I': 'inline', 'S': 'swin_window', 'C': 'castling', 'A': 'armour'}
-ATTENTION_ALIASES = {'window': 'swin_window'}
-
-
-def _attention_name(value) -> str:
-    if isinstance(value, str):
-        if value in ATTENTION_LETTERS:
-            return ATTENTION_LETTERS[value]
-        if value in ATTENTION_ALIASES:
-            return ATTENTION_ALIASES[value]
-        if value in ATTENTIONS:
-            return value
-    raise ValueError(f'unknown attention {value!r}; expected a letter of {sorted(ATTENTION_LETTERS)} '
-                     f'({", ".join(f"{k}={v}" for k, v in ATTENTION_LETTERS.items())}) or a registered '
-                     f'name of {sorted(set(ATTENTIONS) | set(ATTENTION_ALIASES))}')
-
-
-def resolve_attention(spec, depths: Sequence[int]) -> Tuple[Tuple[str, ...], ...]:
-    """Expand an attention spec to one registered name per block, per stage.
-
-    ``spec``: one name/letter for every block; or one entry per stage, each a name/letter for
-    the whole stage, ``(name, n)`` for "the first n blocks ``name``, the rest shifted windows",
-    or a sequence of one name/letter per block.
-    """
-    num_stages = len(depths)
-    if spec is None:
-        raise ValueError("Swin needs an attention spec, e.g. attention=('I', 'I', 'I', 'S')")
-    if isinstance(spec, str):
-        return tuple((_attention_name(spec), ) * d for d in depths)
-    spec = tuple(spec)
-    if len(spec) != num_stages:
-        raise ValueError(f'attention needs one entry per stage ({num_stages}), got {len(spec)}: {spec!r}')
-    stages = []
-    for i, (entry, depth) in enumerate(zip(spec, depths)):
-        if isinstance(entry, str):
-            stages.append((_attention_name(entry), ) * depth)
-            continue
-        entry = tuple(entry) if isinstance(entry, (list, tuple)) else entry
-        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], int) \
-                and not isinstance(entry[1], bool):
-            name, count = _attention_name(entry[0]), entry[1]
-            if not 0 <= count <= depth:
-                raise ValueError(f'attention entry {entry!r} of stage {i} asks for {count} blocks; '
-                                 f'the stage has {depth}')
-            stages.append((name, ) * count + ('swin_window', ) * (depth - count))
-        elif isinstance(entry, tuple) and all(isinstance(e, str) for e in entry):
-            if len(entry) != depth:
-                raise ValueError(f'attention entry of stage {i} names {len(entry)} blocks; the stage '
-                                 f'has depth {depth}: {entry!r}')
-            stages.append(tuple(_attention_name(e) for e in entry))
-        else:
-            raise ValueError(f'attention entry of stage {i} must be a name, (name, count) or one name '
-                             f'per block, got {entry!r}')
-    return tuple(stages)
-
-
 # --------------------------------------------------------------------------------------------
 # Checkpoint conversion
 # --------------------------------------------------------------------------------------------
@@ -199,13 +143,15 @@ class Swin(BackboneBase):
     Args:
         arch: 't', 's' or 'b' (the released widths, depths and heads) or None to give
             ``embed_dims``, ``depths`` and ``num_heads`` yourself.
-        attention: see :func:`resolve_attention`: e.g. ``'S'`` (plain Swin),
-            ``('I', 'I', 'I', 'S')`` (InLine-Swin-T), ``('I', 'I', ('I', 2), 'S')`` (InLine-Swin-B),
-            ``('castling', 'castling', 'castling', 'swin_window')``. Letters: I = inline,
-            S = swin_window, C = castling, A = armour. Global mixers see the whole stage map,
-            unshifted; softmax / armour there are quadratic in the map size.
-        attn_cfgs: extra keyword arguments per attention name, e.g.
-            ``dict(castling=dict(aux_softmax=True))``; they reach every block of that kind.
+        attention: the grammar of :mod:`~mmvitattn.backbones.attention_spec`: e.g.
+            ``attention='S'`` (plain Swin), ``attention='IIIS'`` (InLine-Swin-T, the same as
+            ``attention=('I', 'I', 'I', 'S')``), ``attention=('I', 'I', ('I', 2), 'S')``
+            (InLine-Swin-B), ``attention=('castling', 'castling', 'castling', 'swin_window')``.
+            Letters: I = inline, S = swin_window, C = castling, A = armour. Global mixers see the
+            whole stage map, unshifted; softmax / armour there are quadratic in the map size.
+        attn_cfgs: mixer options, one dict for all blocks or one per stage (or block), e.g.
+            ``attn_cfgs=dict(aux_softmax=True)`` or ``attn_cfgs=dict(castling=dict(aux_softmax=True))``:
+            an option reaches every block whose mixer takes it.
         window_size: window of the 'swin_window' blocks (7; 12 for the 384 models), one for
             all stages or one per stage. Checkpoint tables of another window are resized on load.
         embed_dims: width of stage 0; patch merging doubles it per stage.
@@ -252,14 +198,10 @@ class Swin(BackboneBase):
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
         if attention is None:
             attention = self.default_attention_for(arch)
-        block_attention = resolve_attention(attention, depths)
-        attn_cfgs = dict(attn_cfgs or {})
-        used = {name for stage in block_attention for name in stage}
-        for key in attn_cfgs:
-            if _attention_name(key) not in used:
-                raise ValueError(f'attn_cfgs has an entry for {key!r}, which no block uses; '
-                                 f'the blocks use {sorted(used)}')
-        attn_cfgs = {_attention_name(k): v for k, v in attn_cfgs.items()}
+        if attention is None:
+            raise ValueError("Swin needs an attention spec, e.g. attention='IIIS' (InLine-Swin-T) or 'S'")
+        block_attention = resolve_attention(attention, depths, ATTENTIONS, fill='swin_window', label='attention')
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = tuple(embed_dims * 2**i for i in range(n))
         self.depths = depths
@@ -272,10 +214,8 @@ class Swin(BackboneBase):
             dim = self.embed_dims[i]
             blocks = nn.ModuleList()
             for j, name in enumerate(block_attention[i]):
-                cfg = dict(qkv_bias=qkv_bias, qkv_layout='qkv')
-                if name == 'swin_window':
-                    cfg.update(window_size=window_sizes[i], shift=j % 2 == 1)
-                cfg.update(attn_cfgs.get(name, {}))
+                defaults = dict(qkv_bias=qkv_bias, qkv_layout='qkv', window_size=window_sizes[i], shift=j % 2 == 1)
+                cfg = mixer_options(name, defaults, block_cfgs[i][j])
                 blocks.append(SwinBlock(dim, num_heads[i], name, mlp_ratio=mlp_ratio,
                                         drop_path=dpr[sum(depths[:i]) + j], attn_cfg=cfg))
             downsample = PatchMerging(dim) if i < n - 1 else None
@@ -404,6 +344,6 @@ class SoftmaxSwin(Swin):
 
 __all__ = [
     'Swin', 'InLineSwin', 'CastlingSwin', 'ArmourSwin', 'SoftmaxSwin', 'ShiftedWindowAttention',
-    'PatchMerging', 'resolve_attention', 'convert_timm_swin', 'resize_relative_position_table',
+    'PatchMerging', 'convert_timm_swin', 'resize_relative_position_table',
     'relative_position_index', 'shifted_window_mask'
 ]

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from ..attention import ATTENTIONS
 from ..registry import MODELS
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
 from .common import (BackboneBase, Block, PatchEmbed, downsample_pad_mask, init_transformer_weights, per_stage,
                      resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
 
@@ -83,8 +85,10 @@ class ViT(BackboneBase):
             resolved within the class's family (DeiT widths here, InLine widths for InLineViT);
             None to give ``embed_dim``, ``depth``, ``num_heads`` yourself. Explicit
             ``embed_dim``/``depth``/``num_heads``/``pretrain_img_size`` override the arch's.
-        attention: registered attention name for every block, or one name per block.
-        attn_cfgs: extra keyword arguments for the attention, one dict for all blocks or one per block.
+        attention: registered attention name for every block, or one name per block (the grammar
+            of :mod:`~mmvitattn.backbones.attention_spec`, the blocks being the stages).
+        attn_cfgs: mixer options, one dict for all blocks or one per block, e.g.
+            ``attn_cfgs=dict(aux_softmax=True)`` or ``attn_cfgs=dict(castling=dict(aux_softmax=True))``.
         with_cls_token: prepend a learned cls token (DeiT); it takes part in attention (for InLine:
             in the means, not in the local conv) and is dropped from the returned maps.
         pretrain_img_size: the image size the position embedding was trained at (its grid is
@@ -159,10 +163,11 @@ class ViT(BackboneBase):
             raise ValueError(f'unknown interpolate_mode {interpolate_mode!r}; expected one of {INTERPOLATE_MODES}')
         if interpolate_mode == 'nearest' and interpolate_antialias:
             raise ValueError("interpolate_antialias=True needs interpolate_mode 'bicubic' or 'bilinear'")
-        attention = per_stage(attention if attention is not None else self.default_attention, depth, 'attention', 'block')
-        if None in attention:
-            raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per block')
-        attn_cfgs = per_stage(attn_cfgs, depth, 'attn_cfgs', 'block')
+        # The grammar's stages are the blocks here: one name (or dict) for all, or one per block.
+        block_attention = resolve_attention(attention if attention is not None else self.default_attention,
+                                            (1, ) * depth, ATTENTIONS, unit='block', owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS, unit='block')
+        attention = tuple(stage[0] for stage in block_attention)
         if not -1 <= frozen_stages <= depth:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{depth} '
                              '(0 = patch embedding, k = embedding + first k blocks)')
@@ -194,11 +199,9 @@ class ViT(BackboneBase):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linearly rising
         blocks = []
         for i in range(depth):
-            acfg = dict(qkv_bias=qkv_bias, qkv_layout='qkv')
-            acfg.update(attn_cfgs[i] or {})
-            block = Block(embed_dim, num_heads, attention[i], mlp_ratio=mlp_ratio, drop_path=dpr[i],
-                          attn_cfg=acfg, norm_eps=norm_eps)
-            blocks.append(block)
+            acfg = mixer_options(attention[i], dict(qkv_bias=qkv_bias, qkv_layout='qkv'), block_cfgs[i][0])
+            blocks.append(Block(embed_dim, num_heads, attention[i], mlp_ratio=mlp_ratio, drop_path=dpr[i],
+                                attn_cfg=acfg, norm_eps=norm_eps))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else None
         self.num_classes = num_classes
