@@ -48,8 +48,10 @@ def check_heads(dim: int, num_heads: int) -> int:
 
 
 class TokenMixer(nn.Module):
-    """Base class: holds the head split and the helpers shared by all mechanisms."""
+    """Base class: holds the head split and the helpers shared by all mechanisms.
+    ``takes_prefix_tokens``: False for mixers defined on a token grid only (windows)."""
     attention_name = 'base'
+    takes_prefix_tokens = True
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()

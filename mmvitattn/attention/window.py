@@ -91,6 +91,7 @@ class ShiftedWindowAttention(QKVMixer):
     (images of one valid size are processed together). Within an image, as in the official Swin,
     the zeros that pad its map to a multiple of the window take part in the window softmax.
     """
+    takes_prefix_tokens = False
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: bool = False,
                  qkv_bias: bool = True, qkv_layout: str = 'qkv', proj_drop: float = 0.0,

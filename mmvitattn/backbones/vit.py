@@ -168,6 +168,10 @@ class ViT(BackboneBase):
                                             (1, ) * depth, ATTENTIONS, unit='block', owner=type(self).__name__)
         block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS, unit='block')
         attention = tuple(stage[0] for stage in block_attention)
+        for name in dict.fromkeys(attention):
+            if with_cls_token and not ATTENTIONS[name].takes_prefix_tokens:
+                raise ValueError(f'{name!r} attention works on windows of the token grid and takes no cls token; '
+                                 'build the ViT with with_cls_token=False (as ViTDet does)')
         if not -1 <= frozen_stages <= depth:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{depth} '
                              '(0 = patch embedding, k = embedding + first k blocks)')
