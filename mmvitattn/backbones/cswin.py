@@ -8,18 +8,12 @@ state dicts load without renaming.
 
 Per-stage attention names:
 
-- ``'cswin'``: cross-shaped window softmax attention (Dong et al., CVPR 2022). The heads are split
-  in two halves; the first half (``attns.0``) attends inside vertical stripes (the full map height,
-  ``split_size`` columns wide), the second (``attns.1``) inside horizontal stripes (``split_size``
-  rows high, the full map width). Each branch adds LePE, a 3x3 depthwise conv (``get_v``) of V
-  applied inside each stripe. With ``split_size=None`` the stage has one branch with all heads over
-  the whole map (CSWin's last stage). Stripes fit any map: the map is padded up to a multiple of the
-  stripe width at run time, padded keys are masked out, and the result is cropped back, which gives
-  exactly what the last, narrower stripe would give on its own.
-- ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): one branch of global InLine
-  attention over the whole stage map that keeps CSWin's static LePE conv ``get_v`` on V and adds the
-  dynamic 3x3 depthwise conv whose kernel ``residual`` predicts from the token mean of the *block
-  input* (before ``norm1``).
+- ``'cswin'``: cross-shaped window softmax attention with LePE (Dong et al., CVPR 2022), the
+  mixing of :mod:`mmvitattn.attention.cswin` (``attns.0`` vertical, ``attns.1`` horizontal stripes
+  of ``split_sizes[i]``; None: one branch over the whole map, CSWin's last stage).
+- ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): the one
+  :class:`~mmvitattn.attention.InLineAttention` with its LePE option, over the whole stage map, its
+  dynamic kernel predicted from the token mean of the *block input* (before ``norm1``).
 - any other attention registered in ``mmvitattn.attention`` (``'castling'``, ``'armour'``,
   ``'softmax'``, ...): a generic token mixer with its own projections under ``attn`` (no official
   checkpoint layout exists for these).
@@ -35,8 +29,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ..attention import ATTENTIONS, build_attention
-from ..attention.base import check_heads, float32_region, to_float32
+from ..attention import ATTENTIONS, InLineAttention, build_attention
+from ..attention.cswin import LePEAttention, cross_shaped_mix, stripe_branches  # noqa: F401
+from ..attention.base import check_heads
 from ..registry import MODELS
 from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
@@ -60,148 +55,18 @@ NATIVE_ATTENTIONS = ('cswin', 'inline')
 def cswin_mixer_options(name: str):
     """Options a CSwin block's mixer takes: the released layouts' branches take only ``proj_drop``."""
     return frozenset({'proj_drop'}) if name in NATIVE_ATTENTIONS else constructor_options(name)
-STRIPE_MODES = ('vertical', 'horizontal', 'global')
-
-
-def to_windows(t: torch.Tensor, hw: Tuple[int, int], window: Tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) row-major map -> (B * windows, wh * ww, C); zero-padded up to whole windows."""
-    b, _, c = t.shape
-    h, w = hw
-    wh, ww = window
-    pad_h, pad_w = -h % wh, -w % ww
-    grid = t.reshape(b, h, w, c)
-    if pad_h or pad_w:
-        grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))
-    nh, nw = (h + pad_h) // wh, (w + pad_w) // ww
-    grid = grid.reshape(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return grid.reshape(b * nh * nw, wh * ww, c)
-
-
-def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`to_windows`, cropping the padding: -> (B, H*W, C)."""
-    h, w = hw
-    wh, ww = window
-    nh, nw = -(-h // wh), -(-w // ww)
-    c = t.shape[-1]
-    grid = t.reshape(batch, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * wh, nw * ww, c)
-    return grid[:, :h, :w].reshape(batch, h * w, c)
-
-
-def split_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, h, N, C/h)."""
-    b, n, c = t.shape
-    return t.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
-
-
-def merge_heads(t: torch.Tensor) -> torch.Tensor:
-    """(B, h, N, d) -> (B, N, h*d)."""
-    b, h, n, d = t.shape
-    return t.transpose(1, 2).reshape(b, n, h * d)
-
-
-class LePEAttention(nn.Module):
-    """One CSWin branch: softmax attention inside stripes (or the whole map) plus LePE.
-
-    Operates on already projected q, k, v of shape (B, H*W, dim) (this branch's channel share).
-    ``mode``: 'vertical' (windows H x split_size), 'horizontal' (split_size x W) or 'global' (H x W).
-    """
-
-    def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None):
-        super().__init__()
-        if mode not in STRIPE_MODES:
-            raise ValueError(f'unknown stripe mode {mode!r}; expected one of {STRIPE_MODES}')
-        if mode != 'global' and (not isinstance(split_size, int) or split_size < 1):
-            raise ValueError(f'{mode} stripes need a positive int split_size, got {split_size!r}')
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = check_heads(dim, num_heads)
-        self.mode = mode
-        self.split_size = split_size
-        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-
-    def window_shape(self, hw: Tuple[int, int]) -> Tuple[int, int]:
-        h, w = hw
-        if self.mode == 'vertical':
-            return h, self.split_size
-        if self.mode == 'horizontal':
-            return self.split_size, w
-        return h, w
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
-                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        b, n, c = q.shape
-        window = self.window_shape(hw)
-        wh, ww = window
-        runtime_pad = (-hw[0] % wh) or (-hw[1] % ww)
-        key_ok = None
-        if pad_mask is not None or runtime_pad:
-            real = q.new_ones(b, n, 1) if pad_mask is None else (~pad_mask).to(q.dtype).unsqueeze(-1)
-            v = v * real if pad_mask is not None else v  # LePE sees zeros where there is no token
-            key_ok = to_windows(real, hw, window)[..., 0] > 0.5  # (B', L)
-            # A window made only of padding: let it attend to itself; its queries are discarded
-            # (cropped or padded tokens), and this keeps NaN out of the padded positions.
-            key_ok = key_ok | ~key_ok.any(dim=-1, keepdim=True)
-            key_ok = key_ok[:, None, None, :]
-        qw, kw, vw = (to_windows(t, hw, window) for t in (q, k, v))
-        nwin = vw.shape[0]
-        lepe = self.get_v(vw.transpose(1, 2).reshape(nwin, c, wh, ww)).reshape(nwin, c, wh * ww)
-        y = F.scaled_dot_product_attention(split_heads(qw, self.num_heads), split_heads(kw, self.num_heads),
-                                           split_heads(vw, self.num_heads), attn_mask=key_ok)
-        y = merge_heads(y) + lepe.transpose(1, 2)
-        return from_windows(y, b, hw, window)
-
-    def extra_repr(self) -> str:
-        split = '' if self.mode == 'global' else f', split_size={self.split_size}'
-        return f'dim={self.dim}, num_heads={self.num_heads}, mode={self.mode}{split}'
-
-
-class InLineLePEAttention(nn.Module):
-    """InLine-CSwin branch: global InLine attention + static LePE conv + dynamic local residual.
-
-    out_i = s q_i (K^T V / N - mean(k)^T mean(v)) + mean(v) + get_v(V)_i + dyn(V)_i, where dyn is a
-    3x3 depthwise conv whose per-image kernel ``residual`` predicts from ``x_mean``, the token
-    mean of the block input. Means are over real (unpadded) tokens only.
-    """
-    kernel_size = 3
+class InLineLePEAttention(InLineAttention):
+    """InLine-CSwin's branch: the one :class:`~mmvitattn.attention.InLineAttention` with its
+    options ``lepe`` (CSWin's static LePE conv ``get_v`` on V) and ``projections=False`` (the
+    block holds ``qkv`` and ``proj``); the kernel is predicted from ``x_mean``, the token mean of
+    the *block input*. Called with the block's projected q, k, v (B, H*W, C)."""
 
     def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = check_heads(dim, num_heads)
-        self.scale = self.head_dim**-0.5
-        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads),
-            nn.GELU(),
-            nn.Conv1d(dim, dim * self.kernel_size**2, kernel_size=1, groups=num_heads))
+        super().__init__(dim, num_heads, lepe=True, projections=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
                 x_mean: torch.Tensor, pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        b, n, c = q.shape
-        h, w = hw
-        if pad_mask is None:
-            count = float(n)
-        else:
-            real = (~pad_mask).to(q.dtype).unsqueeze(-1)  # (B, N, 1)
-            k, v = k * real, v * real
-            count = real.sum(dim=1, keepdim=True).clamp_min(1).unsqueeze(1)  # (B, 1, 1, 1)
-        grid = v.transpose(1, 2).reshape(b, c, h, w)
-        kernels = self.residual(x_mean.unsqueeze(-1)).reshape(b * c, 1, self.kernel_size, self.kernel_size)
-        dynamic = F.conv2d(grid.reshape(1, b * c, h, w), kernels, padding=self.kernel_size // 2, groups=b * c)
-        local = (self.get_v(grid) + dynamic.reshape(b, c, h, w)).flatten(2).transpose(1, 2)
-        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
-        with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
-            q, k, v = to_float32(q, k, v)
-            count = count if isinstance(count, float) else count.to(q.dtype)
-            k_mean = k.sum(dim=2, keepdim=True) / count
-            v_mean = v.sum(dim=2, keepdim=True) / count
-            kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
-            y = merge_heads((q * self.scale) @ kv + v_mean)
-        return y.to(local.dtype) + local
-
-    def extra_repr(self) -> str:
-        return f'dim={self.dim}, num_heads={self.num_heads}'
+        return self.mix(q, k, v, hw, x_mean, pad_mask)
 
 
 class CSwinBlock(nn.Module):
@@ -225,16 +90,9 @@ class CSwinBlock(nn.Module):
             self.proj = nn.Linear(dim, dim)
             self.proj_drop = nn.Dropout(proj_drop)
             if attention == 'inline':
-                branches = [InLineLePEAttention(dim, num_heads)]
-            elif split_size is None:
-                branches = [LePEAttention(dim, num_heads, 'global')]
+                self.attns = nn.ModuleList([InLineLePEAttention(dim, num_heads)])
             else:
-                if num_heads % 2:
-                    raise ValueError(f'stripe attention splits the heads into two halves; num_heads={num_heads} '
-                                     f'(width {dim}) must be even, or use split_size=None')
-                branches = [LePEAttention(dim // 2, num_heads // 2, mode, split_size)
-                            for mode in ('vertical', 'horizontal')]
-            self.attns = nn.ModuleList(branches)
+                self.attns = stripe_branches(dim, num_heads, split_size)
         else:
             self.norm1 = nn.LayerNorm(dim)
             self.attn = build_attention(attention, dim, num_heads,
@@ -256,14 +114,8 @@ class CSwinBlock(nn.Module):
                 real = (~pad_mask).to(x.dtype).unsqueeze(-1)
                 x_mean = (x * real).sum(dim=1) / real.sum(dim=1).clamp_min(1)
             y = self.attns[0](q, k, v, hw, x_mean, pad_mask)
-        elif len(self.attns) == 1:
-            y = self.attns[0](q, k, v, hw, pad_mask)
         else:
-            half = x.shape[-1] // 2
-            y = torch.cat([
-                branch(q[..., s], k[..., s], v[..., s], hw, pad_mask)
-                for branch, s in zip(self.attns, (slice(None, half), slice(half, None)))
-            ], dim=-1)
+            y = cross_shaped_mix(self.attns, q, k, v, hw, pad_mask)
         return self.proj_drop(self.proj(y))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],

@@ -10,7 +10,6 @@ import torch
 import mmvitattn  # noqa: F401 (registers the timm names)
 from mmvitattn.attention import CastlingAttention, SpatialReductionAttention, TokenMixer
 from mmvitattn.backbones import CastlingPVT, CastlingSwin, CastlingViT, Swin
-from mmvitattn.backbones.cswin import InLineLePEAttention
 
 from small_families import FAMILIES, FOUR_STAGE
 
@@ -54,9 +53,7 @@ def stages_of(model):
 
 def mixer_name(module):
     """The attention a module computes, or None for modules that are no token mixer."""
-    if isinstance(module, TokenMixer):
-        return module.attention_name
-    return 'inline' if isinstance(module, InLineLePEAttention) else None  # CSwin's released branch
+    return module.attention_name if isinstance(module, TokenMixer) else None
 
 
 def kinds(model):

@@ -4,7 +4,7 @@ those it gets alone."""
 import pytest
 import torch
 
-from mmvitattn.attention import ATTENTIONS
+from mmvitattn.attention import ATTENTIONS, QKVMixer, build_attention
 from mmvitattn.backbones import ViT
 
 from small_families import FAMILIES
@@ -52,3 +52,22 @@ def test_window_attention_in_a_plain_vit_needs_no_cls_token():
     with pytest.raises(ValueError, match=r"'swin_window' attention works on windows of the token grid.*"
                                          r"with_cls_token=False"):
         ViT(arch=None, embed_dim=32, depth=2, num_heads=2, attention='swin_window')
+
+
+@pytest.mark.parametrize('attention', sorted(n for n in ATTENTIONS if issubclass(ATTENTIONS[n], QKVMixer)
+                                             and n != 'armour'))
+def test_the_qkv_layout_only_names_parameters(attention):
+    """A fused ``qkv`` linear and PVT's ``q`` + ``kv`` with the same rows give the same mixer."""
+    torch.manual_seed(0)
+    fused = build_attention(attention, 16, 2, qkv_layout='qkv').eval()
+    split = build_attention(attention, 16, 2, qkv_layout='q_kv').eval()
+    state = {k: v for k, v in fused.state_dict().items() if not k.startswith('qkv.')}
+    for leaf in ('weight', 'bias'):
+        rows = fused.state_dict()[f'qkv.{leaf}']
+        state[f'q.{leaf}'], state[f'kv.{leaf}'] = rows[:16], rows[16:]
+    split.load_state_dict(state)
+    x = torch.randn(2, 5 * 7, 16)
+    pad = torch.zeros(2, 5 * 7, dtype=torch.bool)
+    pad[1].view(5, 7)[3:] = True
+    pad[1].view(5, 7)[:, 4:] = True
+    torch.testing.assert_close(split(x, (5, 7), pad), fused(x, (5, 7), pad), rtol=0, atol=1e-6)
