@@ -34,7 +34,8 @@ from ..attention.cswin import LePEAttention, cross_shaped_mix, stripe_branches  
 from ..attention.base import check_heads
 from ..registry import MODELS
 from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
-from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
+from ..padding import downsample_pad_mask, tokens_to_map
+from .common import (BackboneBase, Mlp, check_out_indices, init_transformer_weights,
                      per_stage)
 
 # Sizes of the original CSWin Transformer (softmax): CSWin-T/S/B.
@@ -159,7 +160,7 @@ class MergeBlock(nn.Module):
         """(B, C, H, W) [+ (B, H, W) token mask] -> tokens (B, N, C'), (h, w), token mask (B, N)."""
         x = self.conv(grid)
         hw = (x.shape[2], x.shape[3])
-        token_pad = None if pad_mask is None else pad_mask[:, ::2, ::2].flatten(1)
+        token_pad = downsample_pad_mask(pad_mask, hw, 2)
         return self.norm(x.flatten(2).transpose(1, 2)), hw, token_pad
 
 
@@ -272,14 +273,6 @@ class CSwin(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (last tokens (B, N, C), NCHW map to return) for every stage, in order."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects images of shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
-        if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f'input of size {tuple(x.shape[2:])} is empty')
-        if pad_mask is not None and tuple(pad_mask.shape) != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         b = x.shape[0]
         grid = grid_pad = None
         for i in range(self.num_stages):
@@ -299,8 +292,7 @@ class CSwin(BackboneBase):
                 tokens, out = tokens * keep, out * keep
                 grid_pad = token_pad.reshape(b, *hw)
             grid = tokens.transpose(1, 2).reshape(b, -1, *hw)
-            # Contiguous NCHW: mmcv's CPU RoIAlign silently misreads channels-last views.
-            yield tokens, out.transpose(1, 2).reshape(b, -1, *hw).contiguous()
+            yield tokens, tokens_to_map(out, hw)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps
@@ -312,6 +304,7 @@ class CSwin(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: last stage -> ``norm`` -> token mean -> ``head``."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (tokens, _) = self.forward_stages(x)
         return self.head(self.norm(tokens).mean(dim=1))
 

@@ -79,7 +79,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..registry import MODELS
 from ..attention import ATTENTIONS, build_attention
 from .attention_spec import constructor_options, resolve_attention, resolve_attn_cfgs, stage_summary
-from .common import BackboneBase, check_out_indices, per_stage, valid_sizes
+from ..padding import downsample_pad_mask, real_sizes, tokens_to_map
+from .common import BackboneBase, check_out_indices, per_stage
 
 # The released LeViT sizes (key_dim is shared by every attention of a model).
 LEVIT_ARCHS = {
@@ -233,7 +234,7 @@ class _BiasedAttention(nn.Module):
         out = self.attention_biases.new_zeros(key_pad.shape[0], heads, (kh - 1) // s + 1, (kw - 1) // s + 1,
                                               kh, kw)
         cache = {}
-        for i, (h, w) in enumerate(valid_sizes(key_pad, key_hw)):
+        for i, (h, w) in enumerate(real_sizes(key_pad, key_hw)):
             if (h, w) not in cache:
                 cache[h, w] = self.attention_bias((h, w)).reshape(heads, (h - 1) // s + 1, (w - 1) // s + 1, h, w)
             bias = cache[h, w]
@@ -646,10 +647,8 @@ class LeViT(BackboneBase):
         return table.reshape(shape)
 
     # --- forward -----------------------------------------------------------------------------------
-    def _emit(self, level: int, x: torch.Tensor, hw=None) -> torch.Tensor:
-        """Level output as a contiguous NCHW map (tokens (B, N, C) need ``hw``), out_norm applied."""
-        if hw is not None:
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+    def _emit(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        """Level output: the NCHW map with out_norm applied, contiguous."""
         if self.out_norm:
             x = self.out_norms[str(level)](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         # mmcv's CPU RoIAlign (and other NCHW ops) silently misread channels-last views.
@@ -658,10 +657,6 @@ class LeViT(BackboneBase):
     def forward_levels(self, x: torch.Tensor, last_level: int = NUM_LEVELS - 1,
                        pad_mask: Optional[torch.Tensor] = None):
         """Run up to ``last_level``; return the final tokens, their grid and {level: output map}."""
-        if x.dim() != 4:
-            raise ValueError(f'LeViT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
-        if pad_mask is not None and pad_mask.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])}, got {tuple(pad_mask.shape)}')
         extra_h, extra_w = -x.shape[2] % STEM_STRIDE, -x.shape[3] % STEM_STRIDE
         if extra_h or extra_w:
             x = F.pad(x, (0, extra_w, 0, extra_h))
@@ -684,14 +679,12 @@ class LeViT(BackboneBase):
             if i > 0:
                 tokens = self.run_block(stage.downsample, tokens, hw, token_pad)
                 new_hw = stage.downsample.attn_downsample.out_hw(hw)
-                if token_pad is not None:  # queries sit on the even rows/columns
-                    token_pad = token_pad.reshape(-1, *hw)[:, ::2, ::2].reshape(token_pad.shape[0], -1)
+                token_pad = downsample_pad_mask(token_pad, new_hw, 2, in_hw=hw)  # queries on even rows/columns
                 hw = new_hw
             for block in stage.blocks:
                 tokens = self.run_block(block, tokens, hw, token_pad)
             if i + 2 in self.out_indices:
-                out = tokens if token_pad is None else tokens * ~token_pad[..., None]
-                outs[i + 2] = self._emit(i + 2, out, hw)
+                outs[i + 2] = self._emit(i + 2, tokens_to_map(tokens, hw, token_pad))
         return tokens, hw, outs
 
     def masked_stem(self, x: torch.Tensor, pad_mask: torch.Tensor):
@@ -699,8 +692,7 @@ class LeViT(BackboneBase):
         those zeros are part of its input, so its stem-valid region is its size rounded up to 16;
         beyond it, each conv's input must be zero (the conv's own zero padding alone). Returns the
         stride-16 map, the stride-4/8 maps (zero beyond the valid region) and the token mask."""
-        real = ~pad_mask
-        rows, cols = real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)
+        rows, cols = (torch.tensor(s, device=x.device) for s in zip(*real_sizes(pad_mask)))
         rows = -(-rows // STEM_STRIDE) * STEM_STRIDE
         cols = -(-cols // STEM_STRIDE) * STEM_STRIDE
         stem = self.stem
@@ -728,6 +720,7 @@ class LeViT(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: token mean of the last stage -> head (averaged with head_dist if present)."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         tokens, _, _ = self.forward_levels(x)
         pooled = tokens.mean(dim=1)
         logits = self.head(pooled)

@@ -17,9 +17,10 @@ from torch import nn
 
 from ..attention import ATTENTIONS
 from ..registry import MODELS
+from ..padding import real_sizes, tokens_to_map
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
-                     per_stage, resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
+                     per_stage, resize_pos_embed, resize_pos_embed_per_image)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -189,8 +190,6 @@ class PVT(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (stage input for the next stage, NCHW map to return) for every stage, in order."""
-        if x.dim() != 4:
-            raise ValueError(f'PVT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
         self.check_input_size(tuple(x.shape[2:]))
         for i in range(self.num_stages):
             tokens, hw, token_pad = getattr(self, f'patch_embed{i + 1}')(x, pad_mask)
@@ -200,7 +199,7 @@ class PVT(BackboneBase):
                     tokens = tokens + resize_pos_embed(pos_embed, self.pos_grids[i], hw)
                 else:  # each image's embedding resized to its own grid, as when it runs alone
                     tokens = tokens + resize_pos_embed_per_image(pos_embed, self.pos_grids[i], hw,
-                                                                 valid_sizes(token_pad, hw))
+                                                                 real_sizes(token_pad, hw))
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
             if self.stage_norm:
@@ -215,9 +214,7 @@ class PVT(BackboneBase):
                 tokens, out = tokens * keep, out * keep
                 pad_mask = token_pad.reshape(-1, *hw)
             x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
-            # A plain reshape would hand out a channels-last view; mmcv's CPU RoIAlign (and other
-            # ops that assume NCHW memory) silently read such tensors wrongly.
-            yield x, out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
+            yield x, tokens_to_map(out, hw)
 
     def check_input_size(self, hw) -> None:
         """Stage i's map is ceil(H / 2^(i+2)) x ceil(W / 2^(i+2)); a spatial-reduction stage needs
@@ -237,13 +234,14 @@ class PVT(BackboneBase):
         data preprocessors attach to ``x``] -> tuple of NCHW maps."""
         pad_mask = self.resolve_pad_mask(x, pad_mask)
         if pad_mask is not None:  # every image of the batch must fit on its own
-            real = ~pad_mask
-            self.check_input_size((int(real.any(dim=2).sum(dim=1).min()), int(real.any(dim=1).sum(dim=1).min())))
+            sizes = real_sizes(pad_mask)
+            self.check_input_size((min(h for h, _ in sizes), min(w for _, w in sizes)))
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: mean-pooled last stage -> head."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (last, _) = self.forward_stages(x)
         return self.head(last.mean(dim=(2, 3)))
 

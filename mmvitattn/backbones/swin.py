@@ -39,6 +39,7 @@ from ..attention.window import (ShiftedWindowAttention, relative_position_index,
                                 resize_relative_position_table, shifted_window_mask)
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
+from ..padding import tokens_to_map
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
                      per_stage)
 
@@ -263,11 +264,6 @@ class Swin(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (tokens, (h, w), NCHW map to return) after every stage, in order."""
-        if x.dim() != 4:
-            raise ValueError(f'Swin expects images of shape (B, C, H, W), got {tuple(x.shape)}')
-        if pad_mask is not None and pad_mask.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         tokens, hw, token_pad = self.patch_embed(x, pad_mask)
         for i, layer in enumerate(self.layers):
             if i:
@@ -281,9 +277,7 @@ class Swin(BackboneBase):
                 # the image runs alone.
                 keep = ~token_pad.unsqueeze(-1)
                 tokens, out = tokens * keep, out * keep
-            b = tokens.shape[0]
-            # Contiguous NCHW: mmcv's CPU RoIAlign misreads channels-last views.
-            yield tokens, hw, out.transpose(1, 2).reshape(b, -1, *hw).contiguous()
+            yield tokens, hw, tokens_to_map(out, hw)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
@@ -300,6 +294,7 @@ class Swin(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: last stage -> final norm -> mean over tokens -> head."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (tokens, _, _) = self.forward_stages(x)
         return self.head(self.norm(tokens).mean(dim=1))
 

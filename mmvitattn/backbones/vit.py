@@ -31,8 +31,9 @@ from torch import nn
 from ..attention import ATTENTIONS
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
-from .common import (BackboneBase, Block, PatchEmbed, downsample_pad_mask, init_transformer_weights, per_stage,
-                     resize_pos_embed, resize_pos_embed_per_image, valid_sizes)
+from ..padding import downsample_pad_mask, real_sizes, tokens_to_map
+from .common import (BackboneBase, Block, PatchEmbed, init_transformer_weights, per_stage, resize_pos_embed,
+                     resize_pos_embed_per_image)
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -327,11 +328,6 @@ class ViT(BackboneBase):
     # ----------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images -> tokens (B, prefix + h*w, C) with position embedding, (h, w), token mask."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'ViT expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
-        if pad_mask is not None and pad_mask.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         tokens, hw, token_pad = self.patch_embed(x, pad_mask)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
@@ -342,7 +338,7 @@ class ViT(BackboneBase):
                                    self.interpolate_mode, self.interpolate_antialias)
         else:
             # Each image gets the embedding resized to its own grid, as when it runs alone.
-            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, valid_sizes(token_pad, hw),
+            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, real_sizes(token_pad, hw),
                                              self.num_prefix_tokens, mode=self.interpolate_mode,
                                              antialias=self.interpolate_antialias)
         return tokens + pos, hw, token_pad
@@ -360,15 +356,13 @@ class ViT(BackboneBase):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All blocks (+ final norm): tokens (B, prefix + h*w, C), like timm's ``forward_features``."""
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (_, tokens, _, _) = self.forward_blocks(x)
         return tokens
 
     def to_map(self, tokens: torch.Tensor, hw, token_pad) -> torch.Tensor:
         """Drop prefix tokens, zero padded positions, lay out as contiguous NCHW."""
-        grid = tokens[:, self.num_prefix_tokens:]
-        if token_pad is not None:
-            grid = grid * ~token_pad[:, self.num_prefix_tokens:, None]
-        return grid.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
+        return tokens_to_map(tokens, hw, token_pad)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
@@ -424,6 +418,7 @@ class ViT(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits from the (normed) cls token, or the token mean without one."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         tokens = self.forward_features(x)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
         return self.head(pooled)
