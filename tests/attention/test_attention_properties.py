@@ -78,7 +78,7 @@ def castling_ref(mixer, x, hw):
 
 
 REFERENCES = {'softmax': softmax_ref, 'armour': armour_ref, 'inline': inline_ref, 'castling': castling_ref}
-NO_PREFIX = {'swin_window', 'cswin'}
+NO_PREFIX = {name for name, cls in ATTENTIONS.items() if not cls.takes_prefix_tokens}  # grid-only mixers
 
 
 @st.composite
