@@ -4,7 +4,7 @@ Importing the package registers the backbones (``type='mmvitattn.<Name>'`` from 
 config) and their ImageNet classifiers with timm (``timm.create_model('inline_pvt_t')``), and makes
 mmengine read local checkpoint files with torch's safe loader.
 """
-from . import attention, backbones  # noqa: F401
+from . import attention, backbones, necks  # noqa: F401
 from .checkpoint import register_with_mmengine
 from .registry import MODELS
 from .timm_models import register_with_timm

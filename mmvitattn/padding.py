@@ -73,13 +73,16 @@ def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Size, stride: int,
 
 def tokens_to_map(tokens: torch.Tensor, hw: Size, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, [prefix +] h*w, C) tokens -> a contiguous (B, C, h, w) map, prefix tokens dropped and
-    padded positions zero. Contiguous NCHW: mmcv's CPU RoIAlign (and other NCHW ops) silently
+    padded positions zero; a padded map carries its (B, h, w) mask as ``PAD_MASK_ATTR``, which a
+    neck reads (:class:`mmvitattn.necks.SimpleFeaturePyramid`). Contiguous NCHW: mmcv's CPU RoIAlign (and other NCHW ops) silently
     misread channels-last views."""
     b, n, c = tokens.shape
     grid = tokens[:, n - hw[0] * hw[1]:]
-    if token_pad is not None:
-        grid = grid * ~token_pad[:, n - hw[0] * hw[1]:, None]
-    return grid.transpose(1, 2).reshape(b, c, *hw).contiguous()
+    if token_pad is None:
+        return grid.transpose(1, 2).reshape(b, c, *hw).contiguous()
+    grid_pad = token_pad[:, n - hw[0] * hw[1]:]
+    out = (grid * ~grid_pad[..., None]).transpose(1, 2).reshape(b, c, *hw).contiguous()
+    return attach_pad_mask(out, grid_pad.reshape(b, *hw))  # for a neck that needs it
 
 
 def check_images(x: torch.Tensor, channels: Optional[int], owner: str) -> None:

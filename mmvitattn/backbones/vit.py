@@ -29,9 +29,10 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..attention import ATTENTIONS
+from ..necks.simple_pyramid import LayerNorm2d, build_rescale, init_rescale_weights, rescale_level
+from ..padding import real_sizes, tokens_to_map
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
-from ..padding import downsample_pad_mask, real_sizes, tokens_to_map
 from .common import (BackboneBase, Block, PatchEmbed, init_transformer_weights, per_stage, resize_pos_embed,
                      resize_pos_embed_per_image)
 
@@ -48,32 +49,6 @@ VIT_ARCHS: Dict[str, dict] = {
 SHORT_ARCHS = {'t': 't', 'ti': 't', 'tiny': 't', 's': 's', 'small': 's', 'b': 'b', 'base': 'b'}
 OUT_TYPES = ('featmap', 'simple_pyramid', 'multi_level')
 INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest')
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map; returns contiguous NCHW memory."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
-
-
-def build_rescale(scale: float, in_channels: int, out_channels: int) -> nn.Module:
-    """The op taking a stride-p map to stride p/scale: 2x transposed convs up (LN2d + GELU between
-    two of them), identity, or 2x max-pool down; a 1x1 conv where only the width must change."""
-    if scale == 4:
-        return nn.Sequential(
-            nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2), LayerNorm2d(out_channels, eps=1e-6),
-            nn.GELU(), nn.ConvTranspose2d(out_channels, out_channels, 2, stride=2))
-    if scale == 2:
-        return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2))
-    width = [nn.Conv2d(in_channels, out_channels, 1)] if in_channels != out_channels else []
-    if scale == 1:
-        return nn.Sequential(*width) if width else nn.Identity()
-    if scale == 0.5:
-        # ceil_mode: an odd stride-p map still gives the ceil(h / 2) rows FPN expects.
-        return nn.Sequential(nn.MaxPool2d(2, stride=2, ceil_mode=True), *width)
-    raise ValueError(f'unsupported rescale factor {scale}')
 
 
 @MODELS.register_module()
@@ -302,10 +277,7 @@ class ViT(BackboneBase):
     def _init_default_weights(self):
         init_transformer_weights(self)
         if self.pyramid is not None:
-            for m in self.pyramid.modules():
-                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                    nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                    nn.init.zeros_(m.bias)
+            init_rescale_weights(self.pyramid)
         trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
@@ -383,37 +355,10 @@ class ViT(BackboneBase):
             sources = [maps[i] for i in self.out_indices]
         outs = []
         for k, feat in enumerate(sources):
-            if self.pyramid is not None:
-                feat = self.rescale(k, feat, grid_pad)
-            if self.out_norms is not None:
-                feat = self.out_norms[k](feat)
-            if grid_pad is not None:
-                feat = feat * ~self.output_pad(grid_pad, self.patch_size / self.out_strides[k])[:, None]
-            outs.append(feat.contiguous())
+            op = self.pyramid[k] if self.pyramid is not None else nn.Identity()
+            norm = self.out_norms[k] if self.out_norms is not None else None
+            outs.append(rescale_level(op, self.patch_size / self.out_strides[k], feat, grid_pad, norm))
         return tuple(outs)
-
-    def rescale(self, k: int, feat: torch.Tensor, grid_pad: Optional[torch.Tensor]) -> torch.Tensor:
-        """Pyramid op ``k``; with padding a 2x max-pool must not see the zeros beyond an image's
-        border (alone, ceil-mode pooling clips its last window there)."""
-        if grid_pad is not None and self.out_strides[k] > self.patch_size:
-            pool, *width = self.pyramid[k]
-            feat = pool(feat.masked_fill(grid_pad[:, None], float('-inf')))
-            feat = feat.masked_fill(self.output_pad(grid_pad, 0.5)[:, None], 0.0)
-            for op in width:  # the 1x1 conv after the pool sees no -inf (no NaN in its gradient)
-                feat = op(feat)
-            return feat
-        return self.pyramid[k](feat)
-
-    @staticmethod
-    def output_pad(grid_pad: torch.Tensor, scale: float) -> torch.Tensor:
-        """The stride-p token mask (B, h, w) carried to a pyramid level ``scale`` times finer."""
-        if scale == 1:
-            return grid_pad
-        if scale > 1:
-            s = int(scale)
-            return grid_pad.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
-        hw = (-(-grid_pad.shape[1] // 2), -(-grid_pad.shape[2] // 2))
-        return downsample_pad_mask(grid_pad, hw, 2).reshape(-1, *hw)
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits from the (normed) cls token, or the token mean without one."""
