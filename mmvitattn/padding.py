@@ -71,6 +71,24 @@ def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Size, stride: int,
     return mask.flatten(1)
 
 
+def per_image(fn, tensors: Sequence[torch.Tensor], hw: Size, pad_mask: torch.Tensor) -> torch.Tensor:
+    """``fn(*crops, (h, w))`` on each image's own real (top-left) part of (B, H*W, C) token maps,
+    images of one real size together: what each image gets alone. Padded tokens' outputs are zero;
+    the output has the width of the last tensor."""
+    b = tensors[0].shape[0]
+    out = tensors[-1].new_zeros(b, *hw, tensors[-1].shape[-1])
+    groups = {}
+    for i, size in enumerate(real_sizes(pad_mask, hw)):
+        groups.setdefault(size, []).append(i)
+    for (h, w), idx in groups.items():
+        if h == 0 or w == 0:
+            continue
+        sel = torch.tensor(idx, device=out.device)
+        crops = [t.reshape(b, *hw, -1)[sel, :h, :w].reshape(len(idx), h * w, -1) for t in tensors]
+        out[sel, :h, :w] = fn(*crops, (h, w)).reshape(len(idx), h, w, -1).to(out.dtype)
+    return out.reshape(b, hw[0] * hw[1], -1)
+
+
 def tokens_to_map(tokens: torch.Tensor, hw: Size, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, [prefix +] h*w, C) tokens -> a contiguous (B, C, h, w) map, prefix tokens dropped and
     padded positions zero; a padded map carries its (B, h, w) mask as ``PAD_MASK_ATTR``, which a

@@ -111,12 +111,24 @@ def resize_pos_embed_per_image(pos_embed: torch.Tensor, src_hw: Tuple[int, int],
     return out
 
 
+INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest')
+
+
+def check_interpolation(mode: str, antialias: bool) -> None:
+    """A position-embedding interpolation rule must be one :func:`resize_pos_embed` knows."""
+    if mode not in INTERPOLATE_MODES:
+        raise ValueError(f'unknown interpolate_mode {mode!r}; expected one of {INTERPOLATE_MODES}')
+    if mode == 'nearest' and antialias:
+        raise ValueError("interpolate_antialias=True needs interpolate_mode 'bicubic' or 'bilinear'")
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
                      num_prefix: int = 0, mode: str = 'bicubic', antialias: bool = True) -> torch.Tensor:
     """Resize the grid part of a (1, prefix + h*w, C) position embedding from ``src_hw`` to
-    ``dst_hw``; prefix (cls) entries are kept. The defaults (bicubic, antialias on) are timm's,
-    which matters even when upsampling: antialiased bicubic uses a different kernel (a = -0.5)
-    from the plain one (a = -0.75)."""
+    ``dst_hw``; prefix (cls) entries are kept. Always ``align_corners=False``. The defaults
+    (bicubic, antialias on) are timm's, which matters even when upsampling: antialiased bicubic
+    uses a different kernel (a = -0.5) from the plain one (a = -0.75). The PVT family passes
+    ``mode='bilinear', antialias=False`` (the released PVT / InLine-PVT code)."""
     src_hw, dst_hw = tuple(src_hw), tuple(dst_hw)
     if src_hw == dst_hw:
         return pos_embed
@@ -125,7 +137,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: T
                          f'{num_prefix} prefix tokens + a {src_hw[0]}x{src_hw[1]} grid')
     prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     c = grid.shape[-1]
-    grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2).float()
+    grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2)
+    if grid.dtype not in (torch.float32, torch.float64):
+        grid = grid.float()  # half-precision interpolation is not available on every device
     if mode == 'nearest':
         grid = F.interpolate(grid, size=dst_hw, mode=mode)
     else:

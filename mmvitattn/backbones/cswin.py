@@ -10,7 +10,9 @@ Per-stage attention names:
 
 - ``'cswin'``: cross-shaped window softmax attention with LePE (Dong et al., CVPR 2022), the
   mixing of :mod:`mmvitattn.attention.cswin` (``attns.0`` vertical, ``attns.1`` horizontal stripes
-  of ``split_sizes[i]``; None: one branch over the whole map, CSWin's last stage).
+  of ``split_sizes[i]``; None: one branch over the whole map, CSWin's last stage). Stripes fit any
+  map: the map is zero-padded up to a multiple of the stripe width at run time and the result
+  cropped back (see "Reference followed").
 - ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): the one
   :class:`~mmvitattn.attention.InLineAttention` with its LePE option, over the whole stage map, its
   dynamic kernel predicted from the token mean of the *block input* (before ``norm1``).
@@ -18,9 +20,28 @@ Per-stage attention names:
   ``'softmax'``, ...): a generic token mixer with its own projections under ``attn`` (no official
   checkpoint layout exists for these).
 
-Batch padding (``pad_mask``) is honoured everywhere: padded tokens are never keys, are zeroed before
-every LePE / dynamic conv and every merge, and take no part in any mean, so a real image gets the
-same features alone or padded inside a batch.
+Batch padding (``pad_mask``) is honoured everywhere: padded tokens are never keys (stripes are laid
+over each image's own map), are zeroed before every LePE / dynamic conv and every merge, and take no
+part in any mean, so a real image gets the same features alone or padded inside a batch.
+
+Reference followed: CSWin (microsoft/CSWin-Transformer, ``models/cswin.py``; for sizes that are not
+a multiple of the stripe width, which the classification code never accepts, its segmentation
+backbone ``segmentation/backbone/cswin_transformer.py``) and the released InLine-CSwin
+(LeapLabTHU/InLine, ``models/inline_cswin.py``):
+
+- stripe widths ``split_size=[1, 2, 7, 7]`` at 224 (``[1, 2, 12, 12]`` at 384); the last stage
+  (and any stage whose map equals the stripe width) is one branch over the whole map. InLine stages
+  use ``la_split_size`` 56-28-14-7 (96-48-24-12 at 384), i.e. the whole stage map: global here.
+- maps that are not a multiple of the stripe width (e.g. stage 3 at 512 x 512, 32 x 32 with
+  stripes of 7): the segmentation code pads the projected q, k, v with zeros split equally between
+  both sides (top/left the smaller half) and lets the zeros take part in the softmax as keys; that is
+  the default (``attn_cfgs=dict(stripe_padding='center')``). ``stripe_padding='end'`` pads at the
+  bottom/right and masks the zeros out instead, so the last stripe is just narrower.
+- LayerNorm eps 1e-5 everywhere (PyTorch's default, as released); the 7x7 / 4 / padding 2 conv
+  stem and 3x3 / 2 / padding 1 merges, each followed by a LayerNorm; GELU MLPs; drop path rising
+  linearly over all blocks; the classifier: final norm, token mean, head. Sizes that are not a
+  multiple of 4 are zero-padded up before the stem (the released stem's ``Rearrange`` accepts the
+  training size only).
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -54,8 +75,11 @@ NATIVE_ATTENTIONS = ('cswin', 'inline')
 
 
 def cswin_mixer_options(name: str):
-    """Options a CSwin block's mixer takes: the released layouts' branches take only ``proj_drop``."""
-    return frozenset({'proj_drop'}) if name in NATIVE_ATTENTIONS else constructor_options(name)
+    """Options a CSwin block's mixer takes: the released layouts' branches take only ``proj_drop``
+    (and the stripes ``stripe_padding``)."""
+    if name in NATIVE_ATTENTIONS:
+        return frozenset({'proj_drop', 'stripe_padding'} if name == 'cswin' else {'proj_drop'})
+    return constructor_options(name)
 class InLineLePEAttention(InLineAttention):
     """InLine-CSwin's branch: the one :class:`~mmvitattn.attention.InLineAttention` with its
     options ``lepe`` (CSWin's static LePE conv ``get_v`` on V) and ``projections=False`` (the
@@ -83,9 +107,11 @@ class CSwinBlock(nn.Module):
         self.attention = attention
         if attention in NATIVE_ATTENTIONS:
             proj_drop = attn_cfg.pop('proj_drop', 0.0)
+            stripe_padding = attn_cfg.pop('stripe_padding', 'center') if attention == 'cswin' else None
             if attn_cfg:
+                allowed = "'proj_drop', 'stripe_padding'" if attention == 'cswin' else "'proj_drop'"
                 raise ValueError(f'unknown options {sorted(attn_cfg)} for {attention!r} attention; '
-                                 "expected only 'proj_drop'")
+                                 f'expected only {allowed}')
             self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
             self.norm1 = nn.LayerNorm(dim)
             self.proj = nn.Linear(dim, dim)
@@ -93,7 +119,7 @@ class CSwinBlock(nn.Module):
             if attention == 'inline':
                 self.attns = nn.ModuleList([InLineLePEAttention(dim, num_heads)])
             else:
-                self.attns = stripe_branches(dim, num_heads, split_size)
+                self.attns = stripe_branches(dim, num_heads, split_size, stripe_padding)
         else:
             self.norm1 = nn.LayerNorm(dim)
             self.attn = build_attention(attention, dim, num_heads,
@@ -175,7 +201,9 @@ class CSwin(BackboneBase):
         attn_cfgs: mixer options, one dict for all stages or one per stage (or block).
         embed_dims: stage-1 width (doubled at every merge) or four widths.
         split_sizes: stripe width of 'cswin' stages; None for one branch over the whole map.
-            The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384.
+            The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384. Stripes
+            are padded as the official segmentation code pads them (``stripe_padding`` in
+            ``attn_cfgs``, see the module docstring).
         out_norm: a LayerNorm (``out_norm{i}``) on every returned map (the released models have
             one ``norm`` on the last stage only, used by the classifier).
         num_classes: > 0 adds the ImageNet classifier: ``norm`` on the last stage, token mean, ``head``.

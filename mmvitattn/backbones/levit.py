@@ -18,6 +18,14 @@ registered mixer runs in a stage too (see :class:`LeViTBlock`). The shrinking at
 LeViT's in every variant. With the 1000-class head and LeViT's distillation head these readings
 reproduce the Armour paper's parameter counts (7.76 / 7.47 / 7.18M for 128S, ...; see the tests).
 
+Reference followed: facebookresearch/LeViT ``levit.py`` and timm's ``levit.py`` (equality with
+timm is tested): BatchNorm eps 1e-5 (PyTorch's default) in every BN-linear / BN-conv; Hardswish
+activations; the last BatchNorm of each residual branch starting at zero; drop path at one rate
+(``drop_path_rate``) on every residual branch; queries subsampled at even positions (a 7 x 7 map gives 4 x 4); the classifier on the
+token mean (BatchNorm1d + linear, averaged with the distillation head). Neither the released code
+nor timm runs another input size, and no official LeViT detection code exists, so the rule below
+for other sizes is this project's.
+
 Outputs (``out_indices``) are numbered by stride:
 
 =====  ======  =================================  ==================
@@ -203,7 +211,7 @@ class LeViT(BackboneBase):
         self.stem = LeViTStem(in_channels, embed_dims[0])
         grid = tuple(s // STEM_STRIDE for s in _pair(pretrain_img_size))
         num_blocks = sum(depths) + (n - 1)  # the shrink blocks' MLPs are residual too
-        dpr = iter([drop_path_rate * j / max(num_blocks - 1, 1) for j in range(num_blocks)])  # linear decay
+        dpr = iter([drop_path_rate] * num_blocks)  # LeViT's Residual: one rate for every branch
         stages = []
         for i in range(n):
             down = None

@@ -6,6 +6,26 @@ it hands on. Attribute names follow the released PVT/InLine-PVT and PVTv2 checkp
 (``patch_embed{i}``, ``pos_embed{i}``, ``block{i}``, ``norm{i}``) so their weights load without
 renaming; timm's ``pvt_v2_*`` layout is converted by :func:`convert_timm_pvt_v2`. "InLine-PVT-T",
 "Castling-PVT-S" and "PVTv2-B2" are configurations of one class.
+
+Reference followed: the released InLine-PVT code (LeapLabTHU/InLine, ``models/inline_pvt.py``) and
+PVTv1 (whai362/PVT, ``classification/pvt.py`` and ``detection/pvt.py``, which agree on all of this):
+
+- LayerNorm eps 1e-6 in the blocks (the factories' ``norm_layer=partial(nn.LayerNorm, eps=1e-6)``);
+  1e-5 (PyTorch's default) in the patch embeddings and spatial reductions, which do not take
+  ``norm_layer``. PVTv2 (whai362/PVT ``pvt_v2.py``, timm): 1e-6 in blocks and stage norms too.
+- position embeddings at another grid: bilinear, ``align_corners=False``, no antialias (their
+  ``_get_pos_embed``). The released code skips the resize when a stage has as many tokens as
+  stage 1 at 224, a shortcut that is only right at 224; here the embedding is resized whenever the
+  grid differs from the trained one, and a checkpoint trained on another grid is resized on load
+  by the same rule. ``interpolate_mode``/``interpolate_antialias`` select another rule.
+- GELU MLPs, pre-norm blocks, drop path rising linearly over all blocks (``linspace(0, rate,
+  sum(depths))``), the classifier on the token mean of the last stage, no final norm (InLine-PVT;
+  PVTv1 classifies a cls token after a final norm, which this backbone does not build: its
+  checkpoint's last-stage cls position slot is dropped on load, as PVT's detection code does).
+- Sizes that are not a multiple of the stride: the released patch embeddings drop the last
+  ``H mod stride`` rows/columns (floor); here the input is zero-padded up instead (ceil), so every
+  pixel is seen and a padded batch gives each image its own features. At multiples of 32 (every
+  mmdet / mmseg pipeline here pads to 32) the two are the same.
 """
 import math
 import re
@@ -19,8 +39,8 @@ from ..attention import ATTENTIONS
 from ..registry import MODELS
 from ..padding import real_sizes, tokens_to_map
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
-from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
-                     per_stage, resize_pos_embed, resize_pos_embed_per_image)
+from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, check_out_indices,
+                     init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -61,11 +81,14 @@ class PVT(BackboneBase):
         sr_ratios: spatial-reduction ratios used by 'sra' stages (PVT's 8, 4, 2, 1).
         overlap_patch_embed: PVTv2-style overlapping patch embedding instead of PVTv1's.
         mlp_dwconv: PVTv2-style depthwise conv inside the MLP.
-        use_pos_embed: absolute position embeddings (trained at ``pretrain_img_size``, resized).
+        use_pos_embed: absolute position embeddings (trained at ``pretrain_img_size``, resized to
+            the run-time grid with ``interpolate_mode`` / ``interpolate_antialias``: bilinear
+            without antialias by default, the released PVT / InLine-PVT rule).
         stage_norm: PVTv2-style LayerNorm (``norm{i}``) at the end of every stage: applied to the
             tokens that leave the stage, i.e. both to the returned map and to the next stage's input.
-        norm_eps: epsilon of the blocks' and stage norms' LayerNorms (PVTv2: 1e-6). The patch
-            embeddings' and spatial reductions' LayerNorms keep 1e-5, as in PVTv2.
+        norm_eps: epsilon of the blocks' and stage norms' LayerNorms (1e-6, as the released PVT,
+            InLine-PVT and PVTv2 factories). The patch embeddings' and spatial reductions'
+            LayerNorms keep 1e-5, as in those releases.
         out_norm: a LayerNorm (``out_norm{i}``) on every returned map. The released models have
             none; dense-prediction heads train more stably with them (as mmdet's PVT and Swin).
             With ``stage_norm`` it comes on top of the stage norm.
@@ -84,7 +107,8 @@ class PVT(BackboneBase):
                  mlp_ratios: Optional[Sequence[float]] = None, sr_ratios: Optional[Sequence[int]] = None,
                  qkv_bias: bool = True, in_channels: int = 3,
                  overlap_patch_embed: bool = False, mlp_dwconv: bool = False, use_pos_embed: bool = True,
-                 stage_norm: bool = False, norm_eps: float = 1e-5,
+                 stage_norm: bool = False, norm_eps: float = 1e-6,
+                 interpolate_mode: str = 'bilinear', interpolate_antialias: bool = False,
                  pretrain_img_size: int = 224, drop_path_rate: float = 0.0,
                  out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: bool = False, num_classes: int = 0,
                  frozen_stages: int = -1,
@@ -112,10 +136,12 @@ class PVT(BackboneBase):
         block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
         if frozen_stages >= n:
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        check_interpolation(interpolate_mode, interpolate_antialias)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
         self.attention = stage_summary(block_attention)
         self.use_pos_embed = use_pos_embed
+        self.interpolation = dict(mode=interpolate_mode, antialias=interpolate_antialias)
         self.stage_norm = stage_norm
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -176,7 +202,7 @@ class PVT(BackboneBase):
             tensor = tensor[:, 1:]  # PVTv1's last stage carries a cls-token slot; we pool instead
         elif side * side != tensor.shape[1]:
             return None
-        return resize_pos_embed(tensor, (side, side), self.pos_grids[int(m.group(1)) - 1])
+        return resize_pos_embed(tensor, (side, side), self.pos_grids[int(m.group(1)) - 1], **self.interpolation)
 
     def stage_modules(self, index: int):
         items = [getattr(self, f'patch_embed{index + 1}'), getattr(self, f'block{index + 1}')]
@@ -194,12 +220,7 @@ class PVT(BackboneBase):
         for i in range(self.num_stages):
             tokens, hw, token_pad = getattr(self, f'patch_embed{i + 1}')(x, pad_mask)
             if self.use_pos_embed:
-                pos_embed = getattr(self, f'pos_embed{i + 1}')
-                if token_pad is None:
-                    tokens = tokens + resize_pos_embed(pos_embed, self.pos_grids[i], hw)
-                else:  # each image's embedding resized to its own grid, as when it runs alone
-                    tokens = tokens + resize_pos_embed_per_image(pos_embed, self.pos_grids[i], hw,
-                                                                 real_sizes(token_pad, hw))
+                tokens = tokens + self.stage_pos_embed(i, hw, token_pad)
             for block in getattr(self, f'block{i + 1}'):
                 tokens = self.run_block(block, tokens, hw, token_pad)
             if self.stage_norm:
@@ -215,6 +236,15 @@ class PVT(BackboneBase):
                 pad_mask = token_pad.reshape(-1, *hw)
             x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
             yield x, tokens_to_map(out, hw)
+
+    def stage_pos_embed(self, index: int, hw, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stage ``index``'s position embedding for an (h, w) token map: (1, h*w, C), or with a
+        token padding mask (B, h*w, C), each image's resized to its own grid (as when it runs alone)."""
+        pos_embed = getattr(self, f'pos_embed{index + 1}')
+        if token_pad is None:
+            return resize_pos_embed(pos_embed, self.pos_grids[index], hw, **self.interpolation)
+        return resize_pos_embed_per_image(pos_embed, self.pos_grids[index], hw, real_sizes(token_pad, hw),
+                                          **self.interpolation)
 
     def check_input_size(self, hw) -> None:
         """Stage i's map is ceil(H / 2^(i+2)) x ceil(W / 2^(i+2)); a spatial-reduction stage needs

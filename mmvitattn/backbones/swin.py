@@ -25,6 +25,27 @@ block's window and shift when it is built (from ``img_size``), and, where a map 
 of the window, shifts *before* padding, so its windows there differ from the official / mmdet ones.
 ``attn_cfgs=dict(swin_window=dict(shift_first=True))`` reproduces timm's order; with it (or on maps
 that are multiples of the window) our stage outputs equal timm's to float rounding.
+
+Reference followed: Swin (microsoft/Swin-Transformer, ``models/swin_transformer.py``) and the
+released InLine-Swin (LeapLabTHU/InLine, ``models/inline_swin.py`` with ``cfgs/inline_swin_*.yaml``):
+
+- windows of the softmax blocks: the InLine configs set ``WINDOW_SIZE`` to the stage-1 map (56 at
+  224, 96 at 384), which the InLine blocks use (one window per stage map: global), while the
+  softmax blocks get ``max(7, WINDOW_SIZE // 8)``: 7 at 224 and 12 at 384 in every stage, the
+  windows of Swin's own 224 and 384 models. So InLine-Swin-S/B run stage 3 (14 x 14 at 224) as
+  2 x 2 shifted 7 x 7 windows with 13 x 13 relative-position tables, exactly as here; only where a
+  map is no larger than the window (stage 4 at 224 and 384) is the window the whole map, unshifted.
+  ``window_size=None`` applies this rule to ``pretrain_img_size``; a checkpoint's tables then load
+  unchanged, and tables of another window (asked for with ``window_size``) are resized bicubically
+  (``align_corners=False``, no antialias: Swin's ``load_pretrained``) and listed as resized in the
+  load report.
+- shift ``window // 2`` on odd blocks of a stage; InLine blocks never shift. At sizes the released
+  classification code never ran (non-square maps, maps not a multiple of the window), windows are
+  padded at run time as in Swin's detection code, and the "map no larger than the window" rule is
+  applied per dimension (timm's rule; on square maps it is the official one).
+- LayerNorm eps 1e-5 everywhere (PyTorch's default, as released); GELU MLPs; pre-norm blocks; drop
+  path rising linearly over all blocks; patch merging after stages 1-3 (odd maps zero-padded, as the
+  detection code); the classifier: final norm, token mean, head.
 """
 import math
 import re
@@ -137,6 +158,16 @@ INLINE_SWIN_ATTENTION = {
 }
 
 
+def released_window_size(pretrain_img_size: int, patch_size: int = 4) -> int:
+    """The softmax-block window of the released (InLine-)Swin models trained at ``pretrain_img_size``:
+    InLine-Swin's ``max(7, WINDOW_SIZE // 8)`` with ``WINDOW_SIZE`` the stage-1 map (7 at 224, 12 at 384,
+    which are also Swin's own windows at those sizes)."""
+    if not isinstance(pretrain_img_size, int) or pretrain_img_size < patch_size:
+        raise ValueError(f'pretrain_img_size must be an int of at least patch_size={patch_size}, '
+                         f'got {pretrain_img_size!r}')
+    return max(7, (pretrain_img_size // patch_size) // 8)
+
+
 @MODELS.register_module()
 class Swin(BackboneBase):
     """Swin Transformer with the attention chosen per stage or per block.
@@ -153,8 +184,11 @@ class Swin(BackboneBase):
         attn_cfgs: mixer options, one dict for all blocks or one per stage (or block), e.g.
             ``attn_cfgs=dict(aux_softmax=True)`` or ``attn_cfgs=dict(castling=dict(aux_softmax=True))``:
             an option reaches every block whose mixer takes it.
-        window_size: window of the 'swin_window' blocks (7; 12 for the 384 models), one for
-            all stages or one per stage. Checkpoint tables of another window are resized on load.
+        window_size: window of the 'swin_window' blocks, one for all stages or one per stage.
+            None: the released models' window for ``pretrain_img_size``, ``max(7, (size / patch)
+            // 8)``: 7 at 224, 12 at 384 (see the module docstring). Checkpoint tables of another
+            window are resized on load (and reported as resized).
+        pretrain_img_size: the ImageNet training size the default window is derived from.
         embed_dims: width of stage 0; patch merging doubles it per stage.
         out_norm: a LayerNorm ``out_norm{i}`` on every returned map (as mmdet's Swin). The
             ImageNet models have one final ``norm`` instead, built here when ``num_classes > 0``.
@@ -171,7 +205,8 @@ class Swin(BackboneBase):
 
     def __init__(self, arch: Optional[str] = 't', attention=None, attn_cfgs: Optional[dict] = None,
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
-                 num_heads: Optional[Sequence[int]] = None, window_size: Union[int, Sequence[int]] = 7,
+                 num_heads: Optional[Sequence[int]] = None,
+                 window_size: Union[int, Sequence[int], None] = None, pretrain_img_size: int = 224,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, patch_size: int = 4, in_channels: int = 3,
                  drop_path_rate: float = 0.0, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: bool = False, num_classes: int = 0, frozen_stages: int = -1,
@@ -192,6 +227,8 @@ class Swin(BackboneBase):
             raise ValueError(f'embed_dims must be a positive int (the stage-0 width), got {embed_dims!r}')
         depths = per_stage(depths, n, 'depths')
         num_heads = per_stage(num_heads, n, 'num_heads')
+        if window_size is None:
+            window_size = released_window_size(pretrain_img_size, patch_size)
         window_sizes = per_stage(window_size, n, 'window_size')
         if any(not isinstance(d, int) or d < 1 for d in depths):
             raise ValueError(f'depths must be positive ints, got {depths!r}')
@@ -340,5 +377,5 @@ class SoftmaxSwin(Swin):
 __all__ = [
     'Swin', 'InLineSwin', 'CastlingSwin', 'ArmourSwin', 'SoftmaxSwin', 'ShiftedWindowAttention',
     'PatchMerging', 'convert_timm_swin', 'resize_relative_position_table',
-    'relative_position_index', 'shifted_window_mask'
+    'released_window_size', 'relative_position_index', 'shifted_window_mask'
 ]

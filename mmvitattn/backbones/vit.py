@@ -19,6 +19,18 @@ backbone offers three output types (``out_type``):
 
 "InLine-DeiT-T", "Armour-S" and "Castling-ViT" are configurations of the one ``ViT`` class; the
 registered subclasses only pick the attention and the released widths.
+
+Reference followed: timm's ``vision_transformer.py`` (DeiT's weights; equality with timm is
+tested) and the released InLine-DeiT (LeapLabTHU/InLine, ``models/inline_deit.py``, built on
+timm's ViT):
+
+- LayerNorm eps 1e-6 in the blocks and the final norm; GELU MLPs; pre-norm blocks; drop path
+  rising linearly over the blocks; the classifier on the cls token after the final norm.
+- position embeddings at another grid: timm's ``resample_abs_pos_embed`` (bicubic, antialias,
+  ``align_corners=False``, the cls entry kept). The released InLine-DeiT models never resize
+  (each runs at its training size: 224 / 288 / 448); DeiT's fine-tuning script and ViTDet resize
+  bicubically without antialias, available as ``interpolate_antialias=False``.
+- sizes that are not a multiple of 16 are zero-padded up (timm's ``dynamic_img_pad``).
 """
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -33,8 +45,8 @@ from ..necks.simple_pyramid import LayerNorm2d, build_rescale, init_rescale_weig
 from ..padding import real_sizes, tokens_to_map
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
-from .common import (BackboneBase, Block, PatchEmbed, init_transformer_weights, per_stage, resize_pos_embed,
-                     resize_pos_embed_per_image)
+from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, init_transformer_weights, per_stage,
+                     resize_pos_embed, resize_pos_embed_per_image)
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -48,7 +60,6 @@ VIT_ARCHS: Dict[str, dict] = {
 }
 SHORT_ARCHS = {'t': 't', 'ti': 't', 'tiny': 't', 's': 's', 'small': 's', 'b': 'b', 'base': 'b'}
 OUT_TYPES = ('featmap', 'simple_pyramid', 'multi_level')
-INTERPOLATE_MODES = ('bicubic', 'bilinear', 'nearest')
 
 
 @MODELS.register_module()
@@ -135,10 +146,7 @@ class ViT(BackboneBase):
                 raise ValueError(f'{name} must be a positive int, got {value!r}')
         if pretrain_img_size < patch_size:
             raise ValueError(f'pretrain_img_size={pretrain_img_size} is smaller than patch_size={patch_size}')
-        if interpolate_mode not in INTERPOLATE_MODES:
-            raise ValueError(f'unknown interpolate_mode {interpolate_mode!r}; expected one of {INTERPOLATE_MODES}')
-        if interpolate_mode == 'nearest' and interpolate_antialias:
-            raise ValueError("interpolate_antialias=True needs interpolate_mode 'bicubic' or 'bilinear'")
+        check_interpolation(interpolate_mode, interpolate_antialias)
         # The grammar's stages are the blocks here: one name (or dict) for all, or one per block.
         block_attention = resolve_attention(attention if attention is not None else self.default_attention,
                                             (1, ) * depth, ATTENTIONS, unit='block', owner=type(self).__name__)

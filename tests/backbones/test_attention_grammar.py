@@ -126,6 +126,16 @@ def pvt_v2_sra(kwargs):
     return [model]
 
 
+def cswin_stripe_padding(kwargs):
+    """Every family's stripes (CSwin's own and the 'cswin' mixer elsewhere) take the option."""
+    from mmvitattn.attention.cswin import LePEAttention
+    models = [FAMILIES[f](attention='cswin', **kwargs) for f in FAMILIES]
+    for model in models:
+        stripes = [m for m in model.modules() if isinstance(m, LePEAttention)]
+        assert stripes and all(m.center for m in stripes)
+    return models
+
+
 def swin_shift_first(kwargs):
     model = Swin(**{**SMALL_SWIN_B, 'attention': 'S', **kwargs})
     windows = [m.attn for stage in stages_of(model) for m in stage]
@@ -142,6 +152,7 @@ EXAMPLES = {
         lambda kw: castling_four_stages(kw, aux_on_last_two_stages),
     "attn_cfgs=[{}, {}, dict(aux_softmax=True), dict(sr_ratio=2)]": pvt_stage_options,
     "attn_cfgs=dict(swin_window=dict(shift_first=True))": swin_shift_first,
+    "attn_cfgs=dict(stripe_padding='center')": cswin_stripe_padding,
     "attention='inline'": every_family('inline'),
     "attention='sra'": pvt_v2_sra,
     "attention='S'": swin([['swin_window'] * 2, ['swin_window'] * 2, ['swin_window'] * 4, ['swin_window'] * 2]),

@@ -95,16 +95,46 @@ def inline_lepe_reference(branch, q, k, v, hw, x_mean):
 # Attention math
 
 
+def centered_stripe_reference(branch, q, k, v, hw):
+    """The official CSWin segmentation rule, written out: q, k, v zero-padded to whole stripes with
+    the zeros split equally between both sides (top/left the smaller half), every stripe of the
+    padded map attended with the zeros as ordinary keys, LePE on the padded stripe, then cropped."""
+    b, n, c = q.shape
+    h, w = hw
+    s = branch.split_size
+    wh, ww = {'vertical': (h, s), 'horizontal': (s, w), 'global': (h, w)}[branch.mode]
+    ph, pw = -h % wh, -w % ww
+    top, left = ph // 2, pw // 2
+    padded = []
+    for t in (q, k, v):
+        grid = torch.zeros(b, h + ph, w + pw, c, dtype=t.dtype)
+        grid[:, top:top + h, left:left + w] = t.reshape(b, h, w, c)
+        padded.append(grid.reshape(b, -1, c))
+    plain = LePEAttention(c, branch.num_heads, 'global').double()
+    plain.get_v.load_state_dict(branch.get_v.state_dict())
+    out = torch.zeros(b, h + ph, w + pw, c, dtype=q.dtype)
+    for i in range(0, h + ph, wh):
+        for j in range(0, w + pw, ww):
+            window = [t.reshape(b, h + ph, w + pw, c)[:, i:i + wh, j:j + ww].reshape(b, -1, c) for t in padded]
+            out[:, i:i + wh, j:j + ww] = stripe_reference(plain, *window, (wh, ww)).reshape(b, wh, ww, c)
+    return out[:, top:top + h, left:left + w].reshape(b, n, c)
+
+
 @pytest.mark.parametrize('mode, split', [('vertical', 3), ('horizontal', 3), ('vertical', 1), ('horizontal', 2),
                                          ('vertical', 20), ('global', None)])
-def test_stripe_attention_matches_an_explicit_loop_over_stripes(mode, split):
+@pytest.mark.parametrize('padding', ['center', 'end'])
+def test_stripe_attention_matches_an_explicit_loop_over_stripes(mode, split, padding):
     torch.manual_seed(0)
     hw = (11, 13)  # not square, not a multiple of the stripe width
-    branch = LePEAttention(32, 2, mode, split).double()
+    branch = LePEAttention(32, 2, mode, split, stripe_padding=padding).double()
     with torch.no_grad():
         branch.get_v.bias.normal_()
     q, k, v = torch.randn(3, 2, hw[0] * hw[1], 32, dtype=torch.float64)
-    torch.testing.assert_close(branch(q, k, v, hw), stripe_reference(branch, q, k, v, hw))
+    reference = centered_stripe_reference if padding == 'center' else stripe_reference
+    torch.testing.assert_close(branch(q, k, v, hw), reference(branch, q, k, v, hw))
+    if mode == 'vertical' and split == 3:  # the two rules are different functions here
+        other = stripe_reference if padding == 'center' else centered_stripe_reference
+        assert (branch(q, k, v, hw) - other(branch, q, k, v, hw)).abs().max() > 1e-3
 
 
 def test_cswin_block_gives_the_first_half_of_the_channels_vertical_stripes_and_the_second_horizontal():
@@ -115,7 +145,7 @@ def test_cswin_block_gives_the_first_half_of_the_channels_vertical_stripes_and_t
     assert [a.num_heads for a in block.attns] == [2, 2]
     x = torch.randn(2, hw[0] * hw[1], 64, dtype=torch.float64)
     q, k, v = block.qkv(block.norm1(x)).chunk(3, dim=-1)
-    halves = [stripe_reference(branch, q[..., s], k[..., s], v[..., s], hw)
+    halves = [centered_stripe_reference(branch, q[..., s], k[..., s], v[..., s], hw)  # the default padding
               for branch, s in zip(block.attns, (slice(0, 32), slice(32, 64)))]
     y = x + block.proj(torch.cat(halves, dim=-1))
     expected = y + block.mlp(block.norm2(y), hw)

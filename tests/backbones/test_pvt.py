@@ -252,6 +252,6 @@ def test_pvt_v2_options_padding_mask_and_frozen_stage_norms():
         PVTv2(arch='b9')
 
 
-def test_stage_norm_and_norm_eps_are_off_by_default_in_pvt():
-    model = InLinePVT(arch='t')
-    assert not hasattr(model, 'norm1') and model.block1[0].norm1.eps == 1e-5
+def test_stage_norm_is_off_and_block_eps_is_the_released_1e6_in_pvt():
+    model = InLinePVT(arch='t')  # InLine-PVT / PVTv1 factories: norm_layer=partial(nn.LayerNorm, eps=1e-6)
+    assert not hasattr(model, 'norm1') and model.block1[0].norm1.eps == 1e-6

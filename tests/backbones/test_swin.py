@@ -118,6 +118,37 @@ def test_384_checkpoint_loads_into_window_7_with_bicubic_tables(released):
     torch.testing.assert_close(released['b'].state_dict()[key], expected.reshape(16, 169).t())
 
 
+@pytest.mark.parametrize('arch', ['s', 'b'])
+def test_released_inline_swin_s_b_load_unresized_and_stage_3_runs_the_released_windows(released, arch):
+    """A released-layout InLine-Swin-S/B checkpoint at 224: every table loads as it is (13 x 13:
+    the released softmax blocks use max(7, WINDOW_SIZE // 8) = 7, see the InLine configs), and the
+    stage-3 softmax blocks on the 14 x 14 map equal the explicit shifted-window reference (even
+    blocks 2 x 2 plain windows, odd blocks shifted by 3 with the -100 seam mask)."""
+    model = released[arch]
+    # Trained-scale weights (std 0.05): with unit-variance projections the logits reach the
+    # thousands and the official -100 seam mask no longer decides anything.
+    checkpoint = {k: v * 0.05 for k, v in random_checkpoint(fixture_layout(f'swin_{arch}'), seed=1).items()}
+    report = model.load_pretrained({'model': checkpoint})
+    assert not report.resized and not report.new
+    state = model.state_dict()
+    for key in (k for k in checkpoint if k.endswith('relative_position_bias_table')):
+        torch.testing.assert_close(state[key], checkpoint[key], rtol=0, atol=0)
+    softmax_blocks = [b for b in model.layers[2].blocks if b.attn.attention_name == 'swin_window'][:2]
+    assert [b.attn.shift for b in softmax_blocks] == [False, True]
+    torch.manual_seed(0)
+    x = torch.randn(1, 14 * 14, model.embed_dims[2])
+    with torch.no_grad():
+        for block in softmax_blocks:
+            torch.testing.assert_close(block.attn(x, (14, 14)), dense_window_reference(block.attn, x, (14, 14)),
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_384_checkpoint_loads_unresized_into_the_384_model():
+    model = InLineSwin(arch='b', pretrain_img_size=384, num_classes=1000)
+    report = model.load_pretrained({'model': random_checkpoint(fixture_layout('swin_b_384'))})
+    assert not report.resized and not report.new
+
+
 def test_table_resize_keeps_heads_apart():
     table = torch.arange(4.0).repeat(23 * 23, 1)  # head h is the constant h
     resized = resize_relative_position_table(table, 7)

@@ -274,11 +274,12 @@ def test_pvt_position_embeddings_resize_to_the_configured_size_and_pvt_v1_cls_sl
     report = load_pretrained(model, {'model': weights}, logger=None)
     assert report.resized['pos_embed1'] == ((1, 3136, 64), (1, 6400, 64))
     assert report.resized['pos_embed4'] == ((1, 50, 512), (1, 100, 512))
+    # The released PVT / InLine-PVT rule: bilinear, align_corners=False, no antialias.
     grid = weights['pos_embed1'].reshape(1, 56, 56, 64).permute(0, 3, 1, 2)
-    expected = torch.nn.functional.interpolate(grid, size=(80, 80), mode='bicubic', antialias=True)
+    expected = torch.nn.functional.interpolate(grid, size=(80, 80), mode='bilinear', align_corners=False)
     torch.testing.assert_close(model.pos_embed1, expected.flatten(2).transpose(1, 2))
     grid = weights['pos_embed4'][:, 1:].reshape(1, 7, 7, 512).permute(0, 3, 1, 2)
-    expected = torch.nn.functional.interpolate(grid, size=(10, 10), mode='bicubic', antialias=True)
+    expected = torch.nn.functional.interpolate(grid, size=(10, 10), mode='bilinear', align_corners=False)
     torch.testing.assert_close(model.pos_embed4, expected.flatten(2).transpose(1, 2))
 
 
