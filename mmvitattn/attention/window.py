@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from ..padding import per_image
 from .base import QKVMixer, TokenMixer, check_tokens, register_attention
 
 # Logit added between tokens of different shift regions. The official code uses -100 (not -inf),
@@ -141,21 +142,7 @@ class ShiftedWindowAttention(QKVMixer):
             return self.attend(x, hw)
         # Windows, shift and shift mask depend on the map size, so an image is attended over its
         # own real map: the result it gets alone. Padded tokens' outputs are zero.
-        b, _, c = x.shape
-        real = ~pad_mask.reshape(b, *hw)
-        sizes = torch.stack([real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)], dim=1).tolist()
-        out = x.new_zeros(b, *hw, c)
-        grid = x.reshape(b, *hw, c)
-        groups = {}
-        for i, size in enumerate(map(tuple, sizes)):
-            groups.setdefault(size, []).append(i)
-        for (h, w), idx in groups.items():
-            if h == 0 or w == 0:
-                continue
-            sel = torch.tensor(idx, device=x.device)
-            crop = grid[sel, :h, :w].reshape(len(idx), h * w, c)
-            out[sel, :h, :w] = self.attend(crop, (h, w)).reshape(len(idx), h, w, c)
-        return out.reshape(b, -1, c)
+        return per_image(self.attend, (x, ), hw, pad_mask)
 
     def attend(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         """(Shifted) window attention over a whole (B, H*W, C) map (no batch padding)."""
