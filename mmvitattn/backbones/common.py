@@ -181,8 +181,12 @@ def check_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -
 
 
 class BackboneBase(BaseModule):
-    """mmdet/mmseg backbone conventions: frozen stages stay frozen and in eval mode, BN layers
-    optionally stay in eval mode (``norm_eval``), blocks optionally recompute in backward (``with_cp``)."""
+    """The skeleton every family shares: its released sizes (``arch_zoo``, :meth:`resolve_arch`),
+    and the mmdet/mmseg backbone conventions: frozen stages stay frozen and in eval mode
+    (:meth:`check_frozen_stages`), BN layers optionally stay in eval mode (``norm_eval``), blocks
+    optionally recompute in backward (``with_cp``)."""
+    arch_zoo: Dict[str, dict] = {}
+    family: Optional[str] = None  # the family's name in errors (default: the class name)
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  init_cfg=None):
@@ -190,6 +194,30 @@ class BackboneBase(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+
+    def resolve_arch(self, arch: Optional[str], explicit: Dict[str, object],
+                     defaults: Optional[dict] = None) -> dict:
+        """The sizes of ``arch`` (a key of ``arch_zoo``; None: none) over ``defaults``, overridden by
+        the ``explicit`` values that are not None; every key of ``explicit`` must end up set."""
+        family = self.family or type(self).__name__
+        if arch is None:
+            settings = {}
+        elif arch in self.arch_zoo:
+            settings = self.arch_zoo[arch]
+        else:
+            raise ValueError(f'unknown {family} arch {arch!r}; expected one of {sorted(self.arch_zoo)} '
+                             f'or arch=None with explicit {", ".join(explicit)}')
+        out = {**(defaults or {}), **settings, **{k: v for k, v in explicit.items() if v is not None}}
+        missing = [k for k in explicit if out.get(k) is None]
+        if missing:
+            raise ValueError(f'{family} with arch=None needs explicit {", ".join(missing)}')
+        return out
+
+    def check_frozen_stages(self, last: int, meaning: str = '') -> None:
+        """``frozen_stages`` must be -1 (nothing frozen) .. ``last``; ``meaning`` explains the numbers."""
+        value = self.frozen_stages
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= last:
+            raise ValueError(f'frozen_stages={value!r} is out of range; expected -1..{last}{meaning}')
 
     def stage_modules(self, index: int):
         """The modules (and bare parameters) that make up stage ``index``; families override."""

@@ -225,19 +225,7 @@ class CSwin(BackboneBase):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         n = self.num_stages
-        if arch is None:
-            settings = {}
-        elif arch in self.arch_zoo:
-            settings = self.arch_zoo[arch]
-        else:
-            raise ValueError(f'unknown {type(self).__name__} arch {arch!r}; expected one of '
-                             f'{sorted(self.arch_zoo)} or arch=None with explicit sizes')
-        given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads)
-        for key, value in given.items():
-            if value is None:
-                if key not in settings:
-                    raise ValueError(f'arch=None needs an explicit {key}')
-                given[key] = settings[key]
+        given = self.resolve_arch(arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads))
         embed_dims = given['embed_dims']
         if isinstance(embed_dims, int):
             embed_dims = tuple(embed_dims * 2**i for i in range(n))
@@ -255,8 +243,7 @@ class CSwin(BackboneBase):
         for i, (names, split) in enumerate(zip(block_attention, split_sizes)):
             if 'cswin' in names and split is not None and (not isinstance(split, int) or split < 1):
                 raise ValueError(f'split_sizes[{i}]={split!r} must be a positive int or None (whole map)')
-        if not -1 <= frozen_stages < n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        self.check_frozen_stages(n - 1)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
         self.attention = stage_summary(block_attention)

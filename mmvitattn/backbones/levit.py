@@ -141,6 +141,8 @@ class LeViT(BackboneBase):
     """
     default_attention: Optional[str] = None
     num_stages = 3
+    arch_zoo = LEVIT_ARCHS
+    family = 'LeViT'
     DEFAULT_ARCH = '128s'
 
     def __init__(self, arch: Optional[str] = '128s', variant: Optional[str] = None,
@@ -159,19 +161,9 @@ class LeViT(BackboneBase):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         arch, attention = self._resolve_variant(variant, arch, attention)
-        if arch is not None:
-            if arch not in LEVIT_ARCHS:
-                raise ValueError(f'unknown LeViT arch {arch!r}; expected one of {sorted(LEVIT_ARCHS)} '
-                                 'or arch=None with explicit embed_dims, key_dim, num_heads and depths')
-            spec = LEVIT_ARCHS[arch]
-            embed_dims = spec['embed_dims'] if embed_dims is None else embed_dims
-            key_dim = spec['key_dim'] if key_dim is None else key_dim
-            num_heads = spec['num_heads'] if num_heads is None else num_heads
-            depths = spec['depths'] if depths is None else depths
-        missing = [name for name, value in (('embed_dims', embed_dims), ('key_dim', key_dim),
-                                            ('num_heads', num_heads), ('depths', depths)) if value is None]
-        if missing:
-            raise ValueError(f'LeViT with arch=None needs {", ".join(missing)}')
+        sizes = self.resolve_arch(arch, dict(embed_dims=embed_dims, key_dim=key_dim, num_heads=num_heads,
+                                             depths=depths))
+        embed_dims, key_dim, num_heads, depths = (sizes[k] for k in ('embed_dims', 'key_dim', 'num_heads', 'depths'))
         if not isinstance(key_dim, int) or key_dim <= 0:
             raise ValueError(f'key_dim must be a positive int, got {key_dim!r}')
         if min(_pair(pretrain_img_size)) < STEM_STRIDE:
@@ -195,9 +187,7 @@ class LeViT(BackboneBase):
                              'must be a multiple of 8')
         if attn_bias_mode not in ATTN_BIAS_MODES:
             raise ValueError(f'unknown attn_bias_mode {attn_bias_mode!r}; expected one of {ATTN_BIAS_MODES}')
-        if not -1 <= frozen_stages <= n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n} '
-                             '(0 = stem, k = stem and the first k stages)')
+        self.check_frozen_stages(n, ' (0 = stem, k = stem and the first k stages)')
         self.out_indices = check_out_indices(out_indices, NUM_LEVELS)
         if not self.out_indices:
             raise ValueError('out_indices is empty; expected one or more levels from 0..4')

@@ -69,7 +69,7 @@ PVT_V2_DEFAULTS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), m
 @MODELS.register_module()
 class PVT(BackboneBase):
     """Args:
-        arch: a key of ``archs`` ('t', 's', 'm' or 'l': the released InLine-PVT depths; PVTv2:
+        arch: a key of ``arch_zoo`` ('t', 's', 'm' or 'l': the released InLine-PVT depths; PVTv2:
             'b0'..'b5'), or None to give ``depths`` yourself. Explicit ``depths``, ``embed_dims``,
             ``num_heads``, ``mlp_ratios`` and ``sr_ratios`` override the arch's values; what neither
             gives comes from ``arch_defaults``.
@@ -98,7 +98,7 @@ class PVT(BackboneBase):
     default_attention: Optional[str] = None
     num_stages = 4
     family = 'PVT'
-    archs = PVT_ARCHS
+    arch_zoo = PVT_ARCHS
     arch_defaults = PVT_DEFAULTS
 
     def __init__(self, arch: Optional[str] = 't', attention: Union[str, Sequence[str], None] = None,
@@ -115,15 +115,9 @@ class PVT(BackboneBase):
                  norm_eval: bool = False, with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
-        spec = dict(self.arch_defaults)
-        if arch is not None or depths is None:
-            if arch not in self.archs:
-                raise ValueError(f'unknown {self.family} arch {arch!r}; expected one of {sorted(self.archs)} '
-                                 'or arch=None with explicit depths')
-            spec.update(self.archs[arch])
         given = dict(depths=depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
                      sr_ratios=sr_ratios)
-        spec.update({k: v for k, v in given.items() if v is not None})
+        spec = self.resolve_arch(arch, given, defaults=self.arch_defaults)
         depths, embed_dims, num_heads, mlp_ratios, sr_ratios = (spec[k] for k in given)
         n = self.num_stages
         depths = per_stage(depths, n, 'depths')
@@ -134,8 +128,7 @@ class PVT(BackboneBase):
         block_attention = resolve_attention(attention or self.default_attention, depths, ATTENTIONS,
                                             owner=type(self).__name__)
         block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
-        if frozen_stages >= n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        self.check_frozen_stages(n - 1)
         check_interpolation(interpolate_mode, interpolate_antialias)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
@@ -310,7 +303,7 @@ class PVTv2(PVT):
     ``init_cfg=dict(type='Pretrained', checkpoint=...)`` or :func:`convert_timm_pvt_v2`)."""
     default_attention = 'sra'
     family = 'PVTv2'
-    archs = PVT_V2_ARCHS
+    arch_zoo = PVT_V2_ARCHS
     arch_defaults = PVT_V2_DEFAULTS
 
     def __init__(self, arch: Optional[str] = 'b0', overlap_patch_embed: bool = True, mlp_dwconv: bool = True,

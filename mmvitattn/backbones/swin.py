@@ -202,6 +202,8 @@ class Swin(BackboneBase):
     """
     default_attention = None
     num_stages = 4
+    arch_zoo = SWIN_ARCHS
+    family = 'Swin'
 
     def __init__(self, arch: Optional[str] = 't', attention=None, attn_cfgs: Optional[dict] = None,
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
@@ -214,15 +216,8 @@ class Swin(BackboneBase):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         n = self.num_stages
-        if arch is not None and arch not in SWIN_ARCHS:
-            raise ValueError(f'unknown Swin arch {arch!r}; expected one of {sorted(SWIN_ARCHS)} '
-                             'or arch=None with explicit embed_dims, depths and num_heads')
-        preset = SWIN_ARCHS.get(arch, {})
-        embed_dims = embed_dims if embed_dims is not None else preset.get('embed_dims')
-        depths = depths if depths is not None else preset.get('depths')
-        num_heads = num_heads if num_heads is not None else preset.get('num_heads')
-        if embed_dims is None or depths is None or num_heads is None:
-            raise ValueError('arch=None needs embed_dims, depths and num_heads')
+        sizes = self.resolve_arch(arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads))
+        embed_dims, depths, num_heads = sizes['embed_dims'], sizes['depths'], sizes['num_heads']
         if not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'embed_dims must be a positive int (the stage-0 width), got {embed_dims!r}')
         depths = per_stage(depths, n, 'depths')
@@ -232,8 +227,7 @@ class Swin(BackboneBase):
         window_sizes = per_stage(window_size, n, 'window_size')
         if any(not isinstance(d, int) or d < 1 for d in depths):
             raise ValueError(f'depths must be positive ints, got {depths!r}')
-        if frozen_stages >= n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        self.check_frozen_stages(n - 1)
         if attention is None:
             attention = self.default_attention_for(arch)
         if attention is None:

@@ -115,6 +115,8 @@ class ViT(BackboneBase):
     """
     default_attention: Optional[str] = None
     arch_family = 'deit'
+    arch_zoo = VIT_ARCHS
+    family = 'ViT'
 
     def __init__(self, arch: Optional[str] = 't', attention: Union[str, Sequence[str], None] = None,
                  attn_cfgs: Union[dict, Sequence[dict], None] = None, embed_dim: Optional[int] = None,
@@ -130,16 +132,9 @@ class ViT(BackboneBase):
                  with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
-        cfg = dict(self.resolve_arch(arch))
-        for key, value in dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                               pretrain_img_size=pretrain_img_size).items():
-            if value is not None:
-                cfg[key] = value
-        missing = [k for k in ('embed_dim', 'depth', 'num_heads') if k not in cfg]
-        if missing:
-            raise ValueError(f'arch=None needs explicit {", ".join(missing)}')
+        cfg = self.resolve_arch(self.arch_key(arch), dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads))
         embed_dim, depth, num_heads = cfg['embed_dim'], cfg['depth'], cfg['num_heads']
-        pretrain_img_size = cfg.get('pretrain_img_size', 224)
+        pretrain_img_size = pretrain_img_size or cfg.get('pretrain_img_size', 224)
         for name, value in (('embed_dim', embed_dim), ('depth', depth), ('patch_size', patch_size),
                             ('pretrain_img_size', pretrain_img_size)):
             if not isinstance(value, int) or value <= 0:
@@ -156,9 +151,7 @@ class ViT(BackboneBase):
             if with_cls_token and not ATTENTIONS[name].takes_prefix_tokens:
                 raise ValueError(f'{name!r} attention works on windows of the token grid and takes no cls token; '
                                  'build the ViT with with_cls_token=False (as ViTDet does)')
-        if not -1 <= frozen_stages <= depth:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{depth} '
-                             '(0 = patch embedding, k = embedding + first k blocks)')
+        self.check_frozen_stages(depth, ' (0 = patch embedding, k = embedding + first k blocks)')
         if out_type not in OUT_TYPES:
             raise ValueError(f'unknown out_type {out_type!r}; expected one of {OUT_TYPES}')
 
@@ -210,16 +203,17 @@ class ViT(BackboneBase):
 
     # ----------------------------------------------------------------- configuration helpers
     @classmethod
-    def resolve_arch(cls, arch: Optional[str]) -> dict:
+    def arch_key(cls, arch: Optional[str]) -> Optional[str]:
+        """A short name ('t', 'small', ...) -> its size in the class's family ('deit-t', 'inline-deit-s')."""
         if arch is None:
-            return {}
+            return None
         key = arch.lower() if isinstance(arch, str) else None
         if key in SHORT_ARCHS:
-            key = f'{cls.arch_family}-{SHORT_ARCHS[key]}'
+            return f'{cls.arch_family}-{SHORT_ARCHS[key]}'
         if key not in VIT_ARCHS:
             raise ValueError(f'unknown ViT arch {arch!r}; expected one of {sorted(VIT_ARCHS)}, a short name '
                              f'{sorted(SHORT_ARCHS)} or arch=None with explicit embed_dim/depth/num_heads')
-        return VIT_ARCHS[key]
+        return key
 
     @staticmethod
     def _check_out_indices(out_type, out_indices, depth) -> Tuple[int, ...]:

@@ -311,7 +311,7 @@ def test_classifier_head():
     (InLineCSwin, dict(num_heads=(2, 4, 7, 16)), 'num_heads=7 does not divide the embedding width 256'),
     (InLineCSwin, dict(embed_dims=96, num_heads=(3, 6, 3, 24)), r'num_heads=3 \(width 384\) must be even'),
     (InLineCSwin, dict(arch='xl'), "unknown InLineCSwin arch 'xl'"),
-    (InLineCSwin, dict(arch=None, depths=(1, 1, 1, 1)), 'arch=None needs an explicit embed_dims'),
+    (InLineCSwin, dict(arch=None, depths=(1, 1, 1, 1)), 'arch=None needs explicit embed_dims'),
     (InLineCSwin, dict(depths=(1, 1, 0, 1)), r'depths\[2\]=0'),
     (InLineCSwin, dict(split_sizes=(1, 2, 0, None)), r'split_sizes\[2\]=0'),
     (InLineCSwin, dict(split_sizes=(1, 2, 7)), r'split_sizes needs one entry per stage \(4\)'),
