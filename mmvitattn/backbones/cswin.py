@@ -40,7 +40,8 @@ backbone ``segmentation/backbone/cswin_transformer.py``) and the released InLine
 - LayerNorm eps 1e-5 everywhere (PyTorch's default, as released); the 7x7 / 4 / padding 2 conv
   stem and 3x3 / 2 / padding 1 merges, each followed by a LayerNorm; GELU MLPs; drop path rising
   linearly over all blocks; the classifier: final norm, token mean, head. Sizes that are not a
-  multiple of 4 are zero-padded up before the stem (the released stem's ``Rearrange`` accepts the
+  multiple of 4 are zero-padded up before the stem, giving ceil(H / 4) rows (the segmentation
+  stem gives one row fewer for a remainder of 1 or 2 pixels; the classification stem accepts the
   training size only).
 """
 from typing import Optional, Sequence, Tuple, Union

@@ -111,23 +111,23 @@ def test_inline_pvt_forward_adds_exactly_the_bilinear_embedding():
 def test_swin_softmax_window_is_the_released_rule():
     # InLine: WINDOW_SIZE is the stage-1 map (56 at 224, 96 at 384); softmax blocks: max(7, W // 8).
     assert released_window_size(224) == 7 and released_window_size(384) == 12
-    for arch in 'tsb':
-        model = InLineSwin(arch=arch, depths=(2, 2, 2, 2) if arch == 't' else None)
+    for arch in 'tsb':  # reduced depths: the window does not depend on them
+        model = InLineSwin(arch=arch, depths=(1, 1, 3, 1))
         windows = {blk.attn.window_size for layer in model.layers for blk in layer.blocks
                    if blk.attn.attention_name == 'swin_window'}
         assert windows == {7}, (arch, windows)
-    model = InLineSwin(arch='b', pretrain_img_size=384)
+    model = InLineSwin(arch='b', depths=(1, 1, 3, 1), pretrain_img_size=384)
     assert {blk.attn.window_size for blk in model.layers[3].blocks} == {12}
 
 
 def test_swin_window_and_shift_per_stage_at_the_training_sizes():
     """224: stage 3 (14 x 14) runs 2 x 2 windows of 7, shifted by 3 on odd blocks; stage 4 (7 x 7) is
     one unshifted window. 384 (window 12): stage 3 (24 x 24) shifted by 6, stage 4 (12 x 12) one window."""
-    model = InLineSwin(arch='s')
+    model = InLineSwin(arch='s', depths=(2, 2, 4, 2))
     stage3, stage4 = model.layers[2].blocks, model.layers[3].blocks
     assert [b.attn.window_and_shift((14, 14)) for b in stage3[:2]] == [((7, 7), (0, 0)), ((7, 7), (3, 3))]
     assert [b.attn.window_and_shift((7, 7)) for b in stage4] == [((7, 7), (0, 0))] * 2
-    big = InLineSwin(arch='b', pretrain_img_size=384)
+    big = InLineSwin(arch='b', depths=(2, 2, 4, 2), pretrain_img_size=384)
     assert big.layers[2].blocks[3].attn.window_and_shift((24, 24)) == ((12, 12), (6, 6))
     assert big.layers[3].blocks[1].attn.window_and_shift((12, 12)) == ((12, 12), (0, 0))
 
