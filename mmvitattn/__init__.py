@@ -5,7 +5,7 @@ config) and their ImageNet classifiers with timm (``timm.create_model('inline_pv
 mmengine read local checkpoint files with torch's safe loader, and gives the mmcv ops our configs
 use a torchvision / plain-torch implementation on devices where mmcv has no kernel (``mmvitattn.ops``).
 """
-from . import attention, backbones  # noqa: F401
+from . import attention, backbones, necks  # noqa: F401
 from .checkpoint import register_with_mmengine
 from .ops import install_fallbacks
 from .registry import MODELS

@@ -15,7 +15,7 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 
 # 'mmvitattn.models' (the data preprocessors) imports mmdet / mmseg, so it is loaded on first use.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmvitattn',
-                  locations=['mmvitattn.backbones', 'mmvitattn.models'])
+                  locations=['mmvitattn.backbones', 'mmvitattn.necks', 'mmvitattn.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmvitattn', locations=['mmvitattn.engine'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
                                       scope='mmvitattn', locations=['mmvitattn.engine'])

@@ -22,7 +22,7 @@ BAD_ARGUMENTS = {
     # unknown attention names
     'vit-attention': (lambda: ViT(**VIT, attention='nope'), r"unknown attention type 'nope'; expected one of \["),
     'pvt-attention': (lambda: PVT(attention='nope'), r"unknown attention type 'nope'; expected one of"),
-    'swin-attention': (lambda: Swin(attention='Q'), r"unknown attention 'Q'; expected a letter of"),
+    'swin-attention': (lambda: Swin(attention='Q'), r"unknown attention 'Q'; expected one of .* or a letter of"),
     'cswin-attention': (lambda: CSwin(attention='nope'), r"unknown attention type 'nope'"),
     'levit-attention': (lambda: LeViT(attention='nope'), r"unknown LeViT attention 'nope'; expected one of"),
     # head counts that do not divide the widths

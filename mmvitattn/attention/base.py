@@ -8,7 +8,7 @@ tokens take no part in any sum, mean or softmax, so real tokens get the same res
 image had been run alone.
 """
 import contextlib
-from typing import Dict, Optional, Sequence, Tuple, Type
+from typing import Dict, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,10 @@ def check_heads(dim: int, num_heads: int) -> int:
 
 
 class TokenMixer(nn.Module):
-    """Base class: holds the head split and the helpers shared by all mechanisms."""
+    """Base class: holds the head split and the helpers shared by all mechanisms.
+    ``takes_prefix_tokens``: False for mixers defined on a token grid only (windows)."""
     attention_name = 'base'
+    takes_prefix_tokens = True
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -104,15 +106,23 @@ def sdpa_mask(pad_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class QKVMixer(TokenMixer):
-    """A token mixer with query/key/value projections in one of two checkpoint layouts.
+    """A token mixer with query/key/value projections in either checkpoint layout.
 
     ``qkv_layout='qkv'``: one fused ``qkv`` linear (ViT/DeiT/Swin naming);
     ``qkv_layout='q_kv'``: separate ``q`` and ``kv`` linears (PVT naming).
+    The layout only names the parameters: every mixer computes the same function with either, so
+    a family's layout never limits which mixer it can run.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
                  proj_drop: float = 0.0):
         super().__init__(dim, num_heads)
+        self.init_projections(qkv_bias, qkv_layout)
+        self.init_output(proj_drop)
+
+    def init_projections(self, qkv_bias: bool, qkv_layout: str) -> None:
+        """The q/k/v linears, named by ``qkv_layout``."""
+        dim = self.dim
         if qkv_layout == 'qkv':
             self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         elif qkv_layout == 'q_kv':
@@ -121,8 +131,22 @@ class QKVMixer(TokenMixer):
         else:
             raise ValueError(f"unknown qkv_layout {qkv_layout!r}; expected 'qkv' or 'q_kv'")
         self.qkv_layout = qkv_layout
-        self.proj = nn.Linear(dim, dim)
+
+    def init_output(self, proj_drop: float) -> None:
+        self.proj = nn.Linear(self.dim, self.dim)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> q (B, N, C)."""
+        if self.qkv_layout == 'q_kv':
+            return self.q(x)
+        bias = None if self.qkv.bias is None else self.qkv.bias[:self.dim]
+        return F.linear(x, self.qkv.weight[:self.dim], bias)
+
+    def project_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, M, C) -> [k | v] (B, M, 2C): keys and values may come from other tokens than q."""
+        weight, bias = self.kv_bias_weight()
+        return F.linear(x, weight, bias)
 
     def project_qkv(self, x: torch.Tensor):
         """(B, N, C) -> q, k, v, each (B, h, N, d)."""
@@ -155,27 +179,6 @@ class QKVMixer(TokenMixer):
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def per_image(fn, tensors: Sequence[torch.Tensor], hw: Tuple[int, int], pad_mask: torch.Tensor) -> torch.Tensor:
-    """``fn(*crops, (h, w))`` on each image's own real part of (B, H*W, C) token maps (the top-left
-    rectangle a bottom/right ``pad_mask`` (B, H*W) leaves), images of one valid size together: what
-    each image gets alone, for mixers whose windows depend on the map size. Padded tokens' outputs
-    are zero; the output has the width of the last tensor."""
-    b = tensors[0].shape[0]
-    real = ~pad_mask.reshape(b, *hw)
-    sizes = torch.stack([real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)], dim=1).tolist()
-    out = tensors[-1].new_zeros(b, *hw, tensors[-1].shape[-1])
-    groups = {}
-    for i, size in enumerate(map(tuple, sizes)):
-        groups.setdefault(size, []).append(i)
-    for (h, w), idx in groups.items():
-        if h == 0 or w == 0:
-            continue
-        sel = torch.tensor(idx, device=out.device)
-        crops = [t.reshape(b, *hw, -1)[sel, :h, :w].reshape(len(idx), h * w, -1) for t in tensors]
-        out[sel, :h, :w] = fn(*crops, (h, w)).reshape(len(idx), h, w, -1).to(out.dtype)
-    return out.reshape(b, hw[0] * hw[1], -1)
 
 
 def float32_region(t: torch.Tensor):

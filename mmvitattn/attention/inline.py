@@ -23,20 +23,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (QKVMixer, channels_last_map, channels_last_tokens, check_tokens, float32_region,
+from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, float32_region,
                    register_attention, to_float32)
+
+
+def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor,
+                     v_mean: torch.Tensor, count, scale: float) -> torch.Tensor:
+    """The InLine formula, out_i = q_i [s (K^T V / N - mean(k)^T mean(v))] + mean(v), per head.
+
+    q, k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
+    k_mean, v_mean: (B, h, 1, d) over the real tokens; count: N, or (B, 1, 1, 1) real tokens.
+    Returns (B * h, N, d)."""
+    b, n, _ = q.shape
+    h, d = k_mean.shape[1], k_mean.shape[-1]
+    kt = k.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
+    vh = v.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
+    kv = ((kt @ vh) / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
+    qh = q.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
+    return torch.baddbmm(v_mean.reshape(b * h, 1, d), qh, kv.reshape(b * h, d, d))
 
 
 @register_attention('inline')
 class InLineAttention(QKVMixer):
+    """InLine attention (see the module docstring).
+
+    Options of the released variants:
+        lepe: add CSWin's static LePE, a 3x3 depthwise conv ``get_v`` of V, to the local residual
+            (InLine-CSwin).
+        projections: False builds the mixing part only (``get_v``, ``residual``) for a block that
+            projects q/k/v and the output itself (InLine-CSwin's released layout); it is then
+            called through :meth:`mix`, which also takes the token mean the kernel is predicted
+            from (InLine-CSwin predicts it from the block input, before the norm).
+    """
     kernel_size = 3
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
-                 proj_drop: float = 0.0):
-        super().__init__(dim, num_heads, qkv_bias=qkv_bias, qkv_layout=qkv_layout,
-                         proj_drop=proj_drop)
+                 proj_drop: float = 0.0, lepe: bool = False, projections: bool = True):
+        TokenMixer.__init__(self, dim, num_heads)
+        self.projections = projections
+        if projections:
+            self.init_projections(qkv_bias, qkv_layout)
+            self.init_output(proj_drop)
+        # Names (get_v, residual.0 / residual.2) follow the released checkpoints.
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim) if lepe else None
         taps = self.kernel_size**2
-        # Index names (residual.0 / residual.2) follow the released checkpoints.
         self.residual = nn.Sequential(
             nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads),
             nn.GELU(),
@@ -44,6 +74,8 @@ class InLineAttention(QKVMixer):
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.projections:
+            raise RuntimeError('InLineAttention(projections=False) mixes given q, k, v: call mix(q, k, v, ...)')
         prefix = check_tokens(x, hw, pad_mask)
         b, n, c = x.shape
         h, d = self.num_heads, self.head_dim
@@ -61,16 +93,11 @@ class InLineAttention(QKVMixer):
                 count = real.sum(dim=-1).clamp_min(1)  # (B, 1)
                 x_mean = (real @ x.to(acc)).squeeze(1) / count
                 count = count[:, :, None, None]  # (B, 1, 1, 1)
+            # mean(k) and mean(v) from mean(x): the projection is affine.
             weight, bias = self.kv_bias_weight()
             kv_mean = F.linear(x_mean, weight.to(acc), None if bias is None else bias.to(acc))
             k_mean, v_mean = kv_mean.reshape(b, 2, h, 1, d).unbind(1)  # (B, h, 1, d)
-            qf, kf, vf = to_float32(q, k, v)
-            kt = kf.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
-            vh = vf.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-            kv = (kt @ vh) / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
-            kv = kv * self.scale
-            qh = qf.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
-            y = torch.baddbmm(v_mean.reshape(b * h, 1, d), qh, kv.reshape(b * h, d, d))
+            y = inline_attention(*to_float32(q, k, v), k_mean, v_mean, count, self.scale)
         # Merge heads (and return to the input dtype) in one copy.
         out = q.new_empty(b, n, h, d)
         out.copy_(y.view(b, h, n, d).transpose(1, 2))
@@ -78,10 +105,33 @@ class InLineAttention(QKVMixer):
         out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw)
         return self.output(out)
 
+    def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int], x_mean: torch.Tensor,
+            pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """InLine of projected q, k, v (B, H*W, C) plus the local residual with kernels predicted
+        from ``x_mean`` (B, C); returns (B, H*W, C), before any output projection. Means are over
+        real (unpadded) tokens."""
+        b, n, c = q.shape
+        h, d = self.num_heads, self.head_dim
+        count = float(n)
+        if pad_mask is not None:
+            real = (~pad_mask).to(q.dtype)[..., None]  # (B, N, 1)
+            k, v = k * real, v * real
+        local = self.local_residual(x_mean, v, hw)
+        with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
+            qf, kf, vf = to_float32(q, k, v)
+            if pad_mask is not None:
+                count = (~pad_mask).sum(dim=1).clamp_min(1).to(qf.dtype)[:, None, None, None]
+            k_mean = kf.sum(dim=1).reshape(b, h, 1, d) / count
+            v_mean = vf.sum(dim=1).reshape(b, h, 1, d) / count
+            y = inline_attention(qf, kf, vf, k_mean, v_mean, count, self.scale)
+        y = y.view(b, h, n, d).transpose(1, 2).reshape(b, n, c)
+        return y.to(local.dtype) + local
+
     def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor,
                        hw: Tuple[int, int]) -> torch.Tensor:
-        """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C);
-        returns (B, H*W, C). Runs in channels-last memory, i.e. on the token rows as they are."""
+        """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C)
+        [+ the static LePE conv with ``lepe``]; returns (B, H*W, C). Runs in channels-last
+        memory, i.e. on the token rows as they are."""
         b, _, c = v_map.shape
         kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
         kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
@@ -89,4 +139,11 @@ class InLineAttention(QKVMixer):
         # One image at a time: each has its own kernels.
         outs = [F.conv2d(grid[i:i + 1], kernels[i].to(grid.dtype), padding=self.kernel_size // 2, groups=c)
                 for i in range(b)]
-        return channels_last_tokens(outs[0] if b == 1 else torch.cat(outs))
+        out = outs[0] if b == 1 else torch.cat(outs)
+        if self.get_v is not None:
+            out = out + self.get_v(grid)
+        return channels_last_tokens(out)
+
+    def extra_repr(self) -> str:
+        extra = ('' if self.projections else ', projections=False') + (', lepe=True' if self.get_v is not None else '')
+        return super().extra_repr() + extra

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
-from .base import TokenMixer, check_tokens, per_image, register_attention
+from ..padding import per_image
+from .base import QKVMixer, TokenMixer, check_tokens, register_attention
 
 # Logit added between tokens of different shift regions. The official code uses -100 (not -inf),
 # so a fully masked row can never produce NaN; kept for bit-compatibility with its checkpoints.
@@ -74,13 +75,14 @@ def shifted_window_mask(padded_hw: Tuple[int, int], window: Tuple[int, int], shi
 
 
 @register_attention('swin_window')
-class ShiftedWindowAttention(TokenMixer):
+class ShiftedWindowAttention(QKVMixer):
     """Swin's (shifted) window multi-head self-attention with a relative position bias, as a token
     mixer: ``mixer(x, hw, pad_mask)`` on the (B, H*W, C) tokens of an H x W map.
 
     Args:
         window_size: window side (7 in the released 224 models, 12 at 384).
         shift: shift the windows by ``window_size // 2`` (Swin's odd blocks).
+        qkv_layout: 'qkv' (Swin's fused names, the default) or 'q_kv'.
         shift_first: roll the map *before* padding it to a multiple of the window, as timm's
             Swin does, instead of after (the official detection code and mmdet). Only matters
             where a shifted map is not a multiple of the window; for timm-trained weights.
@@ -90,13 +92,12 @@ class ShiftedWindowAttention(TokenMixer):
     (images of one valid size are processed together). Within an image, as in the official Swin,
     the zeros that pad its map to a multiple of the window take part in the window softmax.
     """
+    takes_prefix_tokens = False
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: bool = False,
                  qkv_bias: bool = True, qkv_layout: str = 'qkv', proj_drop: float = 0.0,
                  attn_drop: float = 0.0, shift_first: bool = False):
-        super().__init__(dim, num_heads)
-        if qkv_layout != 'qkv':
-            raise ValueError(f"swin_window attention uses the fused 'qkv' layout, got {qkv_layout!r}")
+        TokenMixer.__init__(self, dim, num_heads)
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f'window_size must be a positive int, got {window_size!r}')
         self.window_size = window_size
@@ -109,10 +110,9 @@ class ShiftedWindowAttention(TokenMixer):
         # Not saved: it is a function of the window, and a saved one would not fit a resized table.
         self.register_buffer('relative_position_index', relative_position_index(window_size, window_size),
                              persistent=False)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.init_projections(qkv_bias, qkv_layout)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.init_output(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def window_and_shift(self, hw: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
@@ -163,8 +163,7 @@ class ShiftedWindowAttention(TokenMixer):
         n = wh * ww
         windows = grid.reshape(b, nwh, wh, nww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)
 
-        qkv = self.qkv(windows).reshape(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B*nW, h, n, d)
+        q, k, v = self.project_qkv(windows)  # (B*nW, h, n, d)
         bias = self.relative_position_bias((wh, ww)).to(q.dtype)  # (h, n, n)
         dropout = self.attn_drop if self.training else 0.0
         if rolled:
@@ -176,7 +175,7 @@ class ShiftedWindowAttention(TokenMixer):
             y = y.reshape(-1, self.num_heads, n, self.head_dim)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-        y = self.proj_drop(self.proj(self.merge_heads(y)))  # (B*nW, n, C)
+        y = self.output(self.merge_heads(y))  # (B*nW, n, C)
 
         grid = y.reshape(b, nwh, nww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
         if rolled and not self.shift_first:

@@ -1,6 +1,6 @@
 """Pieces every backbone family shares: the transformer block, its MLP, patch embedding,
-padding-mask bookkeeping, position-embedding resizing, and the mmdet/mmseg backbone options
-(frozen stages, norm_eval, gradient checkpointing)."""
+position-embedding resizing, and the mmdet/mmseg backbone options (frozen stages, norm_eval,
+gradient checkpointing). Batch padding follows :mod:`mmvitattn.padding`."""
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attention import build_attention
+from ..padding import PAD_MASK_ATTR, downsample_pad_mask, resolve_pad_mask  # noqa: F401
 
 
 class Mlp(nn.Module):
@@ -90,61 +91,6 @@ class PatchEmbed(nn.Module):
         hw = (x.shape[2], x.shape[3])
         tokens = self.norm(x.flatten(2).transpose(1, 2))
         return tokens, hw, downsample_pad_mask(pad_mask, hw, s)
-
-
-def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Tuple[int, int],
-                        stride: Optional[int] = None) -> Optional[torch.Tensor]:
-    """Pixel mask (B, H, W) -> token mask (B, h*w): a token is padding when all its pixels are.
-
-    With ``stride`` token (i, j) covers pixels [i*s, i*s + s) x [j*s, j*s + s) (ceil-mode at the
-    border), which is what a strided conv with "same" padding sees; adaptive bins would mark a
-    token real from a pixel of its neighbour when H is not a multiple of the stride."""
-    if pad_mask is None:
-        return None
-    real = (~pad_mask).float().unsqueeze(1)
-    if real.shape[-2:] != hw:
-        if stride is not None:
-            real = F.max_pool2d(real, stride, stride, ceil_mode=True)[..., :hw[0], :hw[1]]
-        if real.shape[-2:] != hw:
-            real = F.adaptive_max_pool2d(real, hw)
-    return (real.flatten(1) == 0)
-
-
-# Name of the attribute under which our data preprocessors attach the (B, H, W) pixel padding
-# mask to the batch tensor they return. Stock detectors / segmentors hand that very tensor to
-# ``backbone(inputs)``, so a backbone finds the mask there without any change to the model.
-PAD_MASK_ATTR = 'mmvitattn_pad_mask'
-
-
-def attach_pad_mask(inputs: torch.Tensor, pad_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Attach (or, with None, clear) the pixel padding mask of a batch tensor; returns it."""
-    setattr(inputs, PAD_MASK_ATTR, pad_mask)
-    return inputs
-
-
-def pad_mask_from_sizes(batch_hw: Tuple[int, int], sizes: Sequence[Tuple[int, int]],
-                        device=None) -> Optional[torch.Tensor]:
-    """(B, H, W) pixel mask, True outside each image's valid top-left (h, w) region; None when no
-    image of the batch is padded."""
-    height, width = batch_hw
-    sizes = [(int(h), int(w)) for h, w in sizes]
-    for h, w in sizes:
-        if not (0 < h <= height and 0 < w <= width):
-            raise ValueError(f'valid image size {(h, w)} does not fit the batch size {(height, width)}')
-    if all(s == (height, width) for s in sizes):
-        return None
-    valid = torch.tensor(sizes, device=device)
-    rows = torch.arange(height, device=device)[None, :, None] >= valid[:, 0, None, None]
-    cols = torch.arange(width, device=device)[None, None, :] >= valid[:, 1, None, None]
-    return rows | cols
-
-
-def valid_sizes(token_pad: torch.Tensor, hw: Tuple[int, int]) -> list:
-    """Per image (h, w) of the real (top-left) part of a token map from its (B, h*w) pad mask."""
-    real = ~token_pad[:, -hw[0] * hw[1]:].reshape(-1, *hw)
-    rows = real.any(dim=2).sum(dim=1)
-    cols = real.any(dim=1).sum(dim=1)
-    return [tuple(s) for s in torch.stack([rows, cols], dim=1).tolist()]
 
 
 def resize_pos_embed_per_image(pos_embed: torch.Tensor, src_hw: Tuple[int, int], hw: Tuple[int, int],
@@ -235,8 +181,12 @@ def check_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -
 
 
 class BackboneBase(BaseModule):
-    """mmdet/mmseg backbone conventions: frozen stages stay frozen and in eval mode, BN layers
-    optionally stay in eval mode (``norm_eval``), blocks optionally recompute in backward (``with_cp``)."""
+    """The skeleton every family shares: its released sizes (``arch_zoo``, :meth:`resolve_arch`),
+    and the mmdet/mmseg backbone conventions: frozen stages stay frozen and in eval mode
+    (:meth:`check_frozen_stages`), BN layers optionally stay in eval mode (``norm_eval``), blocks
+    optionally recompute in backward (``with_cp``)."""
+    arch_zoo: Dict[str, dict] = {}
+    family: Optional[str] = None  # the family's name in errors (default: the class name)
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  init_cfg=None):
@@ -244,6 +194,30 @@ class BackboneBase(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+
+    def resolve_arch(self, arch: Optional[str], explicit: Dict[str, object],
+                     defaults: Optional[dict] = None) -> dict:
+        """The sizes of ``arch`` (a key of ``arch_zoo``; None: none) over ``defaults``, overridden by
+        the ``explicit`` values that are not None; every key of ``explicit`` must end up set."""
+        family = self.family or type(self).__name__
+        if arch is None:
+            settings = {}
+        elif arch in self.arch_zoo:
+            settings = self.arch_zoo[arch]
+        else:
+            raise ValueError(f'unknown {family} arch {arch!r}; expected one of {sorted(self.arch_zoo)} '
+                             f'or arch=None with explicit {", ".join(explicit)}')
+        out = {**(defaults or {}), **settings, **{k: v for k, v in explicit.items() if v is not None}}
+        missing = [k for k in explicit if out.get(k) is None]
+        if missing:
+            raise ValueError(f'{family} with arch=None needs explicit {", ".join(missing)}')
+        return out
+
+    def check_frozen_stages(self, last: int, meaning: str = '') -> None:
+        """``frozen_stages`` must be -1 (nothing frozen) .. ``last``; ``meaning`` explains the numbers."""
+        value = self.frozen_stages
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= last:
+            raise ValueError(f'frozen_stages={value!r} is out of range; expected -1..{last}{meaning}')
 
     def stage_modules(self, index: int):
         """The modules (and bare parameters) that make up stage ``index``; families override."""
@@ -313,42 +287,13 @@ class BackboneBase(BaseModule):
             raise RuntimeError(f'this {type(self).__name__} was built with num_classes=0 and has no '
                                'classification head')
 
-    def check_images(self, x: torch.Tensor) -> None:
-        """Images must be (B, C, H, W) with the channel count of the first conv: say so here
-        rather than with a shape error from inside a conv."""
-        stem = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
-        channels = stem.in_channels if stem is not None else None
-        if x.dim() != 4 or (channels is not None and x.shape[1] != channels):
-            raise ValueError(f'{type(self).__name__} expects images of shape (B, {channels or "C"}, H, W), '
-                             f'got {tuple(x.shape)}')
-
     def resolve_pad_mask(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        """The pixel padding mask to use for images ``x``: the explicit one, else the one our data
-        preprocessors attach to the batch tensor, else None. A mask without padding becomes None,
-        so an unpadded batch takes exactly the unmasked path. Padding must be bottom/right (as
-        mmdet and mmseg pad): each image's real pixels form a top-left rectangle."""
-        self.check_images(x)
-        attached = pad_mask is None
-        if attached:
-            pad_mask = getattr(x, PAD_MASK_ATTR, None)
-            if pad_mask is None:
-                return None
-        expected = (x.shape[0], *x.shape[2:])
-        if pad_mask.dim() != 3 or tuple(pad_mask.shape) != expected:
-            source = 'the pad mask attached to the inputs' if attached else 'pad_mask'
-            raise ValueError(f'{source} must have shape {expected} (B, H, W), got {tuple(pad_mask.shape)}')
-        pad_mask = pad_mask.to(device=x.device, dtype=torch.bool)
-        if attached:
-            return pad_mask  # the preprocessor attaches a mask only to padded batches
-        real = ~pad_mask
-        rows, cols = real.any(dim=2).sum(dim=1), real.any(dim=1).sum(dim=1)
-        if bool((rows == 0).any()):
-            raise ValueError('pad_mask marks every pixel of an image as padding')
-        rect = pad_mask_from_sizes(expected[1:], torch.stack([rows, cols], 1).tolist(), x.device)
-        if not torch.equal(torch.zeros_like(pad_mask) if rect is None else rect, pad_mask):
-            raise ValueError('pad_mask must mark bottom/right padding: the real pixels of each image '
-                             'must form a top-left rectangle')
-        return None if rect is None else pad_mask
+        """Check the images (channels of the first conv) and return the pixel padding mask to use
+        (:func:`mmvitattn.padding.resolve_pad_mask`); every family's ``forward`` and
+        ``forward_classifier`` start here."""
+        stem = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+        return resolve_pad_mask(x, pad_mask, stem.in_channels if stem is not None else None,
+                                type(self).__name__)
 
     def run_block(self, block: nn.Module, x: torch.Tensor, hw, pad_mask):
         if self.with_cp and x.requires_grad:

@@ -8,17 +8,14 @@ state dicts load without renaming.
 
 Per-stage attention names:
 
-- ``'cswin'``: cross-shaped window softmax attention (Dong et al., CVPR 2022). The heads are split
-  in two halves; the first half (``attns.0``) attends inside vertical stripes (the full map height,
-  ``split_size`` columns wide), the second (``attns.1``) inside horizontal stripes (``split_size``
-  rows high, the full map width). Each branch adds LePE, a 3x3 depthwise conv (``get_v``) of V
-  applied inside each stripe. With ``split_size=None`` the stage has one branch with all heads over
-  the whole map (CSWin's last stage). Stripes fit any map: the map is zero-padded up to a multiple
-  of the stripe width at run time and the result cropped back (see "Reference followed").
-- ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): one branch of global InLine
-  attention over the whole stage map that keeps CSWin's static LePE conv ``get_v`` on V and adds the
-  dynamic 3x3 depthwise conv whose kernel ``residual`` predicts from the token mean of the *block
-  input* (before ``norm1``).
+- ``'cswin'``: cross-shaped window softmax attention with LePE (Dong et al., CVPR 2022), the
+  mixing of :mod:`mmvitattn.attention.cswin` (``attns.0`` vertical, ``attns.1`` horizontal stripes
+  of ``split_sizes[i]``; None: one branch over the whole map, CSWin's last stage). Stripes fit any
+  map: the map is zero-padded up to a multiple of the stripe width at run time and the result
+  cropped back (see "Reference followed").
+- ``'inline'``: the InLine-CSwin variant (Han et al., NeurIPS 2024): the one
+  :class:`~mmvitattn.attention.InLineAttention` with its LePE option, over the whole stage map, its
+  dynamic kernel predicted from the token mean of the *block input* (before ``norm1``).
 - any other attention registered in ``mmvitattn.attention`` (``'castling'``, ``'armour'``,
   ``'softmax'``, ...): a generic token mixer with its own projections under ``attn`` (no official
   checkpoint layout exists for these).
@@ -54,10 +51,13 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ..attention import ATTENTIONS, build_attention
-from ..attention.base import check_heads, float32_region, per_image, to_float32
+from ..attention import ATTENTIONS, InLineAttention, build_attention
+from ..attention.cswin import LePEAttention, cross_shaped_mix, stripe_branches  # noqa: F401
+from ..attention.base import check_heads
 from ..registry import MODELS
-from .common import (BackboneBase, Mlp, check_out_indices, downsample_pad_mask, init_transformer_weights,
+from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
+from ..padding import downsample_pad_mask, tokens_to_map
+from .common import (BackboneBase, Mlp, check_out_indices, init_transformer_weights,
                      per_stage)
 
 # Sizes of the original CSWin Transformer (softmax): CSWin-T/S/B.
@@ -73,181 +73,26 @@ INLINE_CSWIN_ARCHS = {
     'b': dict(embed_dims=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32)),
 }
 NATIVE_ATTENTIONS = ('cswin', 'inline')
-STRIPE_MODES = ('vertical', 'horizontal', 'global')
-STRIPE_PADDINGS = ('center', 'end')
 
 
-def window_padding(hw: Tuple[int, int], window: Tuple[int, int], center: bool) -> Tuple[int, int, int, int]:
-    """(top, bottom, left, right) zeros that make an H x W map whole windows: split equally between
-    both sides (``center``, the official CSWin segmentation code, top/left getting the smaller half)
-    or all at the bottom/right."""
-    pad_h, pad_w = -hw[0] % window[0], -hw[1] % window[1]
-    top, left = (pad_h // 2, pad_w // 2) if center else (0, 0)
-    return top, pad_h - top, left, pad_w - left
-
-
-def to_windows(t: torch.Tensor, hw: Tuple[int, int], window: Tuple[int, int], center: bool = False) -> torch.Tensor:
-    """(B, H*W, C) row-major map -> (B * windows, wh * ww, C); zero-padded up to whole windows
-    (see :func:`window_padding`)."""
-    b, _, c = t.shape
-    h, w = hw
-    wh, ww = window
-    top, bottom, left, right = window_padding(hw, window, center)
-    grid = t.reshape(b, h, w, c)
-    if top or bottom or left or right:
-        grid = F.pad(grid, (0, 0, left, right, top, bottom))
-    nh, nw = (h + top + bottom) // wh, (w + left + right) // ww
-    grid = grid.reshape(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return grid.reshape(b * nh * nw, wh * ww, c)
-
-
-def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple[int, int],
-                 center: bool = False) -> torch.Tensor:
-    """Inverse of :func:`to_windows`, cropping the padding: -> (B, H*W, C)."""
-    h, w = hw
-    wh, ww = window
-    top, _, left, _ = window_padding(hw, window, center)
-    nh, nw = -(-h // wh), -(-w // ww)
-    c = t.shape[-1]
-    grid = t.reshape(batch, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * wh, nw * ww, c)
-    return grid[:, top:top + h, left:left + w].reshape(batch, h * w, c)
-
-
-def split_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, h, N, C/h)."""
-    b, n, c = t.shape
-    return t.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
-
-
-def merge_heads(t: torch.Tensor) -> torch.Tensor:
-    """(B, h, N, d) -> (B, N, h*d)."""
-    b, h, n, d = t.shape
-    return t.transpose(1, 2).reshape(b, n, h * d)
-
-
-class LePEAttention(nn.Module):
-    """One CSWin branch: softmax attention inside stripes (or the whole map) plus LePE.
-
-    Operates on already projected q, k, v of shape (B, H*W, dim) (this branch's channel share).
-    ``mode``: 'vertical' (windows H x split_size), 'horizontal' (split_size x W) or 'global' (H x W).
-    ``stripe_padding`` (maps that are not a multiple of the stripe width):
-
-    - ``'center'`` (default; the official CSWin segmentation code): zeros added equally on both
-      sides of the map (the stripes are centred on it) and attended as zero keys and values.
-    - ``'end'``: zeros at the bottom/right and masked out of the softmax, so the last stripe is
-      simply narrower.
-
-    With batch padding an image is attended over its own real map (what it gets alone).
-    """
-
-    def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None,
-                 stripe_padding: str = 'center'):
-        super().__init__()
-        if mode not in STRIPE_MODES:
-            raise ValueError(f'unknown stripe mode {mode!r}; expected one of {STRIPE_MODES}')
-        if mode != 'global' and (not isinstance(split_size, int) or split_size < 1):
-            raise ValueError(f'{mode} stripes need a positive int split_size, got {split_size!r}')
-        if stripe_padding not in STRIPE_PADDINGS:
-            raise ValueError(f'unknown stripe_padding {stripe_padding!r}; expected one of {STRIPE_PADDINGS}')
-        self.center = stripe_padding == 'center'
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = check_heads(dim, num_heads)
-        self.mode = mode
-        self.split_size = split_size
-        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-
-    def window_shape(self, hw: Tuple[int, int]) -> Tuple[int, int]:
-        h, w = hw
-        if self.mode == 'vertical':
-            return h, self.split_size
-        if self.mode == 'horizontal':
-            return self.split_size, w
-        return h, w
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
-                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if pad_mask is not None and self.center and self.mode != 'global':
-            # Centred stripes depend on the map size: lay them over each image's own map.
-            return per_image(self.attend, (q, k, v), hw, pad_mask)
-        return self.attend(q, k, v, hw, pad_mask)
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
-               pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        b, n, c = q.shape
-        window = self.window_shape(hw)
-        wh, ww = window
-        masked_pad = not self.center and ((-hw[0] % wh) or (-hw[1] % ww))
-        key_ok = None
-        if pad_mask is not None or masked_pad:
-            real = q.new_ones(b, n, 1) if pad_mask is None else (~pad_mask).to(q.dtype).unsqueeze(-1)
-            v = v * real if pad_mask is not None else v  # LePE sees zeros where there is no token
-            key_ok = to_windows(real, hw, window)[..., 0] > 0.5  # (B', L)
-            # A window made only of padding: let it attend to itself; its queries are discarded
-            # (cropped or padded tokens), and this keeps NaN out of the padded positions.
-            key_ok = key_ok | ~key_ok.any(dim=-1, keepdim=True)
-            key_ok = key_ok[:, None, None, :]
-        qw, kw, vw = (to_windows(t, hw, window, self.center) for t in (q, k, v))
-        nwin = vw.shape[0]
-        lepe = self.get_v(vw.transpose(1, 2).reshape(nwin, c, wh, ww)).reshape(nwin, c, wh * ww)
-        y = F.scaled_dot_product_attention(split_heads(qw, self.num_heads), split_heads(kw, self.num_heads),
-                                           split_heads(vw, self.num_heads), attn_mask=key_ok)
-        y = merge_heads(y) + lepe.transpose(1, 2)
-        return from_windows(y, b, hw, window, self.center)
-
-    def extra_repr(self) -> str:
-        split = '' if self.mode == 'global' else f', split_size={self.split_size}'
-        padding = '' if self.center else ", stripe_padding='end'"
-        return f'dim={self.dim}, num_heads={self.num_heads}, mode={self.mode}{split}{padding}'
-
-
-class InLineLePEAttention(nn.Module):
-    """InLine-CSwin branch: global InLine attention + static LePE conv + dynamic local residual.
-
-    out_i = s q_i (K^T V / N - mean(k)^T mean(v)) + mean(v) + get_v(V)_i + dyn(V)_i, where dyn is a
-    3x3 depthwise conv whose per-image kernel ``residual`` predicts from ``x_mean``, the token
-    mean of the block input. Means are over real (unpadded) tokens only.
-    """
-    kernel_size = 3
+def cswin_mixer_options(name: str):
+    """Options a CSwin block's mixer takes: the released layouts' branches take only ``proj_drop``
+    (and the stripes ``stripe_padding``)."""
+    if name in NATIVE_ATTENTIONS:
+        return frozenset({'proj_drop', 'stripe_padding'} if name == 'cswin' else {'proj_drop'})
+    return constructor_options(name)
+class InLineLePEAttention(InLineAttention):
+    """InLine-CSwin's branch: the one :class:`~mmvitattn.attention.InLineAttention` with its
+    options ``lepe`` (CSWin's static LePE conv ``get_v`` on V) and ``projections=False`` (the
+    block holds ``qkv`` and ``proj``); the kernel is predicted from ``x_mean``, the token mean of
+    the *block input*. Called with the block's projected q, k, v (B, H*W, C)."""
 
     def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = check_heads(dim, num_heads)
-        self.scale = self.head_dim**-0.5
-        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        self.residual = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads),
-            nn.GELU(),
-            nn.Conv1d(dim, dim * self.kernel_size**2, kernel_size=1, groups=num_heads))
+        super().__init__(dim, num_heads, lepe=True, projections=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int],
                 x_mean: torch.Tensor, pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        b, n, c = q.shape
-        h, w = hw
-        if pad_mask is None:
-            count = float(n)
-        else:
-            real = (~pad_mask).to(q.dtype).unsqueeze(-1)  # (B, N, 1)
-            k, v = k * real, v * real
-            count = real.sum(dim=1, keepdim=True).clamp_min(1).unsqueeze(1)  # (B, 1, 1, 1)
-        grid = v.transpose(1, 2).reshape(b, c, h, w)
-        kernels = self.residual(x_mean.unsqueeze(-1)).reshape(b * c, 1, self.kernel_size, self.kernel_size)
-        dynamic = F.conv2d(grid.reshape(1, b * c, h, w), kernels, padding=self.kernel_size // 2, groups=b * c)
-        local = (self.get_v(grid) + dynamic.reshape(b, c, h, w)).flatten(2).transpose(1, 2)
-        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
-        with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
-            q, k, v = to_float32(q, k, v)
-            count = count if isinstance(count, float) else count.to(q.dtype)
-            k_mean = k.sum(dim=2, keepdim=True) / count
-            v_mean = v.sum(dim=2, keepdim=True) / count
-            kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
-            y = merge_heads((q * self.scale) @ kv + v_mean)
-        return y.to(local.dtype) + local
-
-    def extra_repr(self) -> str:
-        return f'dim={self.dim}, num_heads={self.num_heads}'
+        return self.mix(q, k, v, hw, x_mean, pad_mask)
 
 
 class CSwinBlock(nn.Module):
@@ -273,19 +118,13 @@ class CSwinBlock(nn.Module):
             self.proj = nn.Linear(dim, dim)
             self.proj_drop = nn.Dropout(proj_drop)
             if attention == 'inline':
-                branches = [InLineLePEAttention(dim, num_heads)]
-            elif split_size is None:
-                branches = [LePEAttention(dim, num_heads, 'global', stripe_padding=stripe_padding)]
+                self.attns = nn.ModuleList([InLineLePEAttention(dim, num_heads)])
             else:
-                if num_heads % 2:
-                    raise ValueError(f'stripe attention splits the heads into two halves; num_heads={num_heads} '
-                                     f'(width {dim}) must be even, or use split_size=None')
-                branches = [LePEAttention(dim // 2, num_heads // 2, mode, split_size, stripe_padding)
-                            for mode in ('vertical', 'horizontal')]
-            self.attns = nn.ModuleList(branches)
+                self.attns = stripe_branches(dim, num_heads, split_size, stripe_padding)
         else:
             self.norm1 = nn.LayerNorm(dim)
-            self.attn = build_attention(attention, dim, num_heads, **{'qkv_bias': qkv_bias, **attn_cfg})
+            self.attn = build_attention(attention, dim, num_heads,
+                                        **mixer_options(attention, dict(qkv_bias=qkv_bias), attn_cfg))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.norm2 = nn.LayerNorm(dim)
@@ -303,14 +142,8 @@ class CSwinBlock(nn.Module):
                 real = (~pad_mask).to(x.dtype).unsqueeze(-1)
                 x_mean = (x * real).sum(dim=1) / real.sum(dim=1).clamp_min(1)
             y = self.attns[0](q, k, v, hw, x_mean, pad_mask)
-        elif len(self.attns) == 1:
-            y = self.attns[0](q, k, v, hw, pad_mask)
         else:
-            half = x.shape[-1] // 2
-            y = torch.cat([
-                branch(q[..., s], k[..., s], v[..., s], hw, pad_mask)
-                for branch, s in zip(self.attns, (slice(None, half), slice(half, None)))
-            ], dim=-1)
+            y = cross_shaped_mix(self.attns, q, k, v, hw, pad_mask)
         return self.proj_drop(self.proj(y))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
@@ -354,7 +187,7 @@ class MergeBlock(nn.Module):
         """(B, C, H, W) [+ (B, H, W) token mask] -> tokens (B, N, C'), (h, w), token mask (B, N)."""
         x = self.conv(grid)
         hw = (x.shape[2], x.shape[3])
-        token_pad = None if pad_mask is None else pad_mask[:, ::2, ::2].flatten(1)
+        token_pad = downsample_pad_mask(pad_mask, hw, 2)
         return self.norm(x.flatten(2).transpose(1, 2)), hw, token_pad
 
 
@@ -364,8 +197,9 @@ class CSwin(BackboneBase):
         arch: 't', 's' or 'b' (sizes from ``arch_zoo``: CSWin's for this class and
             ``SoftmaxCSwin``, InLine-CSwin's for ``InLineCSwin``), or None to give ``embed_dims``,
             ``depths`` and ``num_heads`` yourself. Explicit values override the arch's.
-        attention: 'cswin', 'inline', another registered attention name, or one per stage.
-        attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one per stage.
+        attention: 'cswin', 'inline', another registered attention name, or one per stage (or
+            block); the grammar of :mod:`~mmvitattn.backbones.attention_spec`.
+        attn_cfgs: mixer options, one dict for all stages or one per stage (or block).
         embed_dims: stage-1 width (doubled at every merge) or four widths.
         split_sizes: stripe width of 'cswin' stages; None for one branch over the whole map.
             The released models use (1, 2, 7, None) at 224 and (1, 2, 12, None) at 384. Stripes
@@ -392,19 +226,7 @@ class CSwin(BackboneBase):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         n = self.num_stages
-        if arch is None:
-            settings = {}
-        elif arch in self.arch_zoo:
-            settings = self.arch_zoo[arch]
-        else:
-            raise ValueError(f'unknown {type(self).__name__} arch {arch!r}; expected one of '
-                             f'{sorted(self.arch_zoo)} or arch=None with explicit sizes')
-        given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads)
-        for key, value in given.items():
-            if value is None:
-                if key not in settings:
-                    raise ValueError(f'arch=None needs an explicit {key}')
-                given[key] = settings[key]
+        given = self.resolve_arch(arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads))
         embed_dims = given['embed_dims']
         if isinstance(embed_dims, int):
             embed_dims = tuple(embed_dims * 2**i for i in range(n))
@@ -412,26 +234,20 @@ class CSwin(BackboneBase):
         depths = per_stage(given['depths'], n, 'depths')
         num_heads = per_stage(given['num_heads'], n, 'num_heads')
         split_sizes = per_stage(split_sizes, n, 'split_sizes')
-        attention = per_stage(attention or self.default_attention, n, 'attention')
-        attn_cfgs = per_stage(attn_cfgs, n, 'attn_cfgs')
-        allowed = sorted(set(NATIVE_ATTENTIONS) | set(ATTENTIONS))
-        for name in attention:
-            if name is None:
-                raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per stage; '
-                                 f'expected names from {allowed}')
-            if name not in allowed:
-                raise ValueError(f'unknown attention type {name!r}; expected one of {allowed}')
-        for i, (name, split) in enumerate(zip(attention, split_sizes)):
-            if name == 'cswin' and split is not None and (not isinstance(split, int) or split < 1):
-                raise ValueError(f'split_sizes[{i}]={split!r} must be a positive int or None (whole map)')
         for i, depth in enumerate(depths):
             if not isinstance(depth, int) or depth < 1:
                 raise ValueError(f'depths[{i}]={depth!r} must be a positive int')
-        if not -1 <= frozen_stages < n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        known = sorted(set(NATIVE_ATTENTIONS) | set(ATTENTIONS))
+        block_attention = resolve_attention(attention or self.default_attention, depths, known,
+                                            owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, known, options=cswin_mixer_options)
+        for i, (names, split) in enumerate(zip(block_attention, split_sizes)):
+            if 'cswin' in names and split is not None and (not isinstance(split, int) or split < 1):
+                raise ValueError(f'split_sizes[{i}]={split!r} must be a positive int or None (whole map)')
+        self.check_frozen_stages(n - 1)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
-        self.attention = attention
+        self.attention = stage_summary(block_attention)
         self.split_sizes = split_sizes
         self.in_channels = in_channels
 
@@ -442,10 +258,10 @@ class CSwin(BackboneBase):
                 setattr(self, f'merge{i}', MergeBlock(embed_dims[i - 1], embed_dims[i]))
             start = sum(depths[:i])
             setattr(self, f'stage{i + 1}', nn.ModuleList([
-                CSwinBlock(embed_dims[i], num_heads[i], attention[i], split_size=split_sizes[i],
+                CSwinBlock(embed_dims[i], num_heads[i], name, split_size=split_sizes[i],
                            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[start + j],
-                           attn_cfg=attn_cfgs[i])
-                for j in range(depths[i])
+                           attn_cfg=block_cfgs[i][j])
+                for j, name in enumerate(block_attention[i])
             ]))
         self.num_classes = num_classes
         if num_classes > 0:
@@ -473,14 +289,6 @@ class CSwin(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (last tokens (B, N, C), NCHW map to return) for every stage, in order."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects images of shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
-        if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f'input of size {tuple(x.shape[2:])} is empty')
-        if pad_mask is not None and tuple(pad_mask.shape) != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         b = x.shape[0]
         grid = grid_pad = None
         for i in range(self.num_stages):
@@ -500,8 +308,7 @@ class CSwin(BackboneBase):
                 tokens, out = tokens * keep, out * keep
                 grid_pad = token_pad.reshape(b, *hw)
             grid = tokens.transpose(1, 2).reshape(b, -1, *hw)
-            # Contiguous NCHW: mmcv's CPU RoIAlign silently misreads channels-last views.
-            yield tokens, out.transpose(1, 2).reshape(b, -1, *hw).contiguous()
+            yield tokens, tokens_to_map(out, hw)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps
@@ -513,6 +320,7 @@ class CSwin(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: last stage -> ``norm`` -> token mean -> ``head``."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (tokens, _) = self.forward_stages(x)
         return self.head(self.norm(tokens).mean(dim=1))
 

@@ -35,10 +35,12 @@ import torch
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from ..attention import ATTENTIONS
 from ..registry import MODELS
+from ..padding import real_sizes, tokens_to_map
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, check_out_indices,
-                     init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image,
-                     valid_sizes)
+                     init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image)
 
 # Depths of the released InLine-PVT sizes; widths, heads (head dim 32) and MLP ratios are shared.
 PVT_ARCHS = {
@@ -67,14 +69,15 @@ PVT_V2_DEFAULTS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), m
 @MODELS.register_module()
 class PVT(BackboneBase):
     """Args:
-        arch: a key of ``archs`` ('t', 's', 'm' or 'l': the released InLine-PVT depths; PVTv2:
+        arch: a key of ``arch_zoo`` ('t', 's', 'm' or 'l': the released InLine-PVT depths; PVTv2:
             'b0'..'b5'), or None to give ``depths`` yourself. Explicit ``depths``, ``embed_dims``,
             ``num_heads``, ``mlp_ratios`` and ``sr_ratios`` override the arch's values; what neither
             gives comes from ``arch_defaults``.
-        attention: registered attention name for every stage, or one per stage
-            (e.g. ``('inline',) * 4`` or ``('sra', 'sra', 'inline', 'inline')``).
-        attn_cfgs: extra keyword arguments for the attention, one dict for all stages or one
-            per stage (e.g. ``sr_ratio`` for 'sra', ``aux_softmax`` for 'castling').
+        attention: registered attention name for every stage, or one per stage (or per block)
+            (e.g. ``attention='inline'`` or ``attention=('sra', 'sra', 'inline', 'inline')``); the grammar of
+            :mod:`~mmvitattn.backbones.attention_spec`.
+        attn_cfgs: mixer options, one dict for all stages or one per stage (or block)
+            (e.g. ``sr_ratio`` for 'sra', ``aux_softmax`` for 'castling').
         sr_ratios: spatial-reduction ratios used by 'sra' stages (PVT's 8, 4, 2, 1).
         overlap_patch_embed: PVTv2-style overlapping patch embedding instead of PVTv1's.
         mlp_dwconv: PVTv2-style depthwise conv inside the MLP.
@@ -95,7 +98,7 @@ class PVT(BackboneBase):
     default_attention: Optional[str] = None
     num_stages = 4
     family = 'PVT'
-    archs = PVT_ARCHS
+    arch_zoo = PVT_ARCHS
     arch_defaults = PVT_DEFAULTS
 
     def __init__(self, arch: Optional[str] = 't', attention: Union[str, Sequence[str], None] = None,
@@ -112,15 +115,9 @@ class PVT(BackboneBase):
                  norm_eval: bool = False, with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
-        spec = dict(self.arch_defaults)
-        if arch is not None or depths is None:
-            if arch not in self.archs:
-                raise ValueError(f'unknown {self.family} arch {arch!r}; expected one of {sorted(self.archs)} '
-                                 'or arch=None with explicit depths')
-            spec.update(self.archs[arch])
         given = dict(depths=depths, embed_dims=embed_dims, num_heads=num_heads, mlp_ratios=mlp_ratios,
                      sr_ratios=sr_ratios)
-        spec.update({k: v for k, v in given.items() if v is not None})
+        spec = self.resolve_arch(arch, given, defaults=self.arch_defaults)
         depths, embed_dims, num_heads, mlp_ratios, sr_ratios = (spec[k] for k in given)
         n = self.num_stages
         depths = per_stage(depths, n, 'depths')
@@ -128,16 +125,14 @@ class PVT(BackboneBase):
         num_heads = per_stage(num_heads, n, 'num_heads')
         mlp_ratios = per_stage(mlp_ratios, n, 'mlp_ratios')
         sr_ratios = per_stage(sr_ratios, n, 'sr_ratios')
-        attention = per_stage(attention or self.default_attention, n, 'attention')
-        attn_cfgs = per_stage(attn_cfgs, n, 'attn_cfgs')
-        if None in attention:
-            raise ValueError('PVT needs attention=<name> or one name per stage')
-        if frozen_stages >= n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        block_attention = resolve_attention(attention or self.default_attention, depths, ATTENTIONS,
+                                            owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
+        self.check_frozen_stages(n - 1)
         check_interpolation(interpolate_mode, interpolate_antialias)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = embed_dims
-        self.attention = attention
+        self.attention = stage_summary(block_attention)
         self.use_pos_embed = use_pos_embed
         self.interpolation = dict(mode=interpolate_mode, antialias=interpolate_antialias)
         self.stage_norm = stage_norm
@@ -155,15 +150,13 @@ class PVT(BackboneBase):
             self.pos_grids.append((grid, grid))
             if use_pos_embed:
                 setattr(self, f'pos_embed{i + 1}', nn.Parameter(torch.zeros(1, grid * grid, embed_dims[i])))
-            cfg = dict(qkv_bias=qkv_bias, qkv_layout='q_kv')
-            if attention[i] == 'sra':
-                cfg['sr_ratio'] = sr_ratios[i]
-            cfg.update(attn_cfgs[i] or {})
+            defaults = dict(qkv_bias=qkv_bias, qkv_layout='q_kv', sr_ratio=sr_ratios[i])
             start = sum(depths[:i])
             setattr(self, f'block{i + 1}', nn.ModuleList([
-                Block(embed_dims[i], num_heads[i], attention[i], mlp_ratio=mlp_ratios[i],
-                      drop_path=dpr[start + j], mlp_dwconv=mlp_dwconv, attn_cfg=cfg, norm_eps=norm_eps)
-                for j in range(depths[i])
+                Block(embed_dims[i], num_heads[i], name, mlp_ratio=mlp_ratios[i], drop_path=dpr[start + j],
+                      mlp_dwconv=mlp_dwconv, attn_cfg=mixer_options(name, defaults, block_cfgs[i][j]),
+                      norm_eps=norm_eps)
+                for j, name in enumerate(block_attention[i])
             ]))
             if stage_norm:
                 setattr(self, f'norm{i + 1}', nn.LayerNorm(embed_dims[i], eps=norm_eps))
@@ -216,8 +209,6 @@ class PVT(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (stage input for the next stage, NCHW map to return) for every stage, in order."""
-        if x.dim() != 4:
-            raise ValueError(f'PVT expects images of shape (B, C, H, W), got {tuple(x.shape)}')
         self.check_input_size(tuple(x.shape[2:]))
         for i in range(self.num_stages):
             tokens, hw, token_pad = getattr(self, f'patch_embed{i + 1}')(x, pad_mask)
@@ -237,9 +228,7 @@ class PVT(BackboneBase):
                 tokens, out = tokens * keep, out * keep
                 pad_mask = token_pad.reshape(-1, *hw)
             x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
-            # A plain reshape would hand out a channels-last view; mmcv's CPU RoIAlign (and other
-            # ops that assume NCHW memory) silently read such tensors wrongly.
-            yield x, out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
+            yield x, tokens_to_map(out, hw)
 
     def stage_pos_embed(self, index: int, hw, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Stage ``index``'s position embedding for an (h, w) token map: (1, h*w, C), or with a
@@ -247,7 +236,7 @@ class PVT(BackboneBase):
         pos_embed = getattr(self, f'pos_embed{index + 1}')
         if token_pad is None:
             return resize_pos_embed(pos_embed, self.pos_grids[index], hw, **self.interpolation)
-        return resize_pos_embed_per_image(pos_embed, self.pos_grids[index], hw, valid_sizes(token_pad, hw),
+        return resize_pos_embed_per_image(pos_embed, self.pos_grids[index], hw, real_sizes(token_pad, hw),
                                           **self.interpolation)
 
     def check_input_size(self, hw) -> None:
@@ -268,13 +257,14 @@ class PVT(BackboneBase):
         data preprocessors attach to ``x``] -> tuple of NCHW maps."""
         pad_mask = self.resolve_pad_mask(x, pad_mask)
         if pad_mask is not None:  # every image of the batch must fit on its own
-            real = ~pad_mask
-            self.check_input_size((int(real.any(dim=2).sum(dim=1).min()), int(real.any(dim=1).sum(dim=1).min())))
+            sizes = real_sizes(pad_mask)
+            self.check_input_size((min(h for h, _ in sizes), min(w for _, w in sizes)))
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits: mean-pooled last stage -> head."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (last, _) = self.forward_stages(x)
         return self.head(last.mean(dim=(2, 3)))
 
@@ -313,7 +303,7 @@ class PVTv2(PVT):
     ``init_cfg=dict(type='Pretrained', checkpoint=...)`` or :func:`convert_timm_pvt_v2`)."""
     default_attention = 'sra'
     family = 'PVTv2'
-    archs = PVT_V2_ARCHS
+    arch_zoo = PVT_V2_ARCHS
     arch_defaults = PVT_V2_DEFAULTS
 
     def __init__(self, arch: Optional[str] = 'b0', overlap_patch_embed: bool = True, mlp_dwconv: bool = True,

@@ -59,6 +59,8 @@ from ..attention import ATTENTIONS
 from ..attention.window import (ShiftedWindowAttention, relative_position_index,  # noqa: F401
                                 resize_relative_position_table, shifted_window_mask)
 from ..registry import MODELS
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
+from ..padding import tokens_to_map
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
                      per_stage)
 
@@ -113,63 +115,6 @@ class SwinStage(nn.Module):
         self.downsample = downsample
 
 
-# Letters of the attention spec; full registered names are accepted as well.
-ATTENTION_LETTERS = {'I': 'inline', 'S': 'swin_window', 'C': 'castling', 'A': 'armour'}
-ATTENTION_ALIASES = {'window': 'swin_window'}
-
-
-def _attention_name(value) -> str:
-    if isinstance(value, str):
-        if value in ATTENTION_LETTERS:
-            return ATTENTION_LETTERS[value]
-        if value in ATTENTION_ALIASES:
-            return ATTENTION_ALIASES[value]
-        if value in ATTENTIONS:
-            return value
-    raise ValueError(f'unknown attention {value!r}; expected a letter of {sorted(ATTENTION_LETTERS)} '
-                     f'({", ".join(f"{k}={v}" for k, v in ATTENTION_LETTERS.items())}) or a registered '
-                     f'name of {sorted(set(ATTENTIONS) | set(ATTENTION_ALIASES))}')
-
-
-def resolve_attention(spec, depths: Sequence[int]) -> Tuple[Tuple[str, ...], ...]:
-    """Expand an attention spec to one registered name per block, per stage.
-
-    ``spec``: one name/letter for every block; or one entry per stage, each a name/letter for
-    the whole stage, ``(name, n)`` for "the first n blocks ``name``, the rest shifted windows",
-    or a sequence of one name/letter per block.
-    """
-    num_stages = len(depths)
-    if spec is None:
-        raise ValueError("Swin needs an attention spec, e.g. attention=('I', 'I', 'I', 'S')")
-    if isinstance(spec, str):
-        return tuple((_attention_name(spec), ) * d for d in depths)
-    spec = tuple(spec)
-    if len(spec) != num_stages:
-        raise ValueError(f'attention needs one entry per stage ({num_stages}), got {len(spec)}: {spec!r}')
-    stages = []
-    for i, (entry, depth) in enumerate(zip(spec, depths)):
-        if isinstance(entry, str):
-            stages.append((_attention_name(entry), ) * depth)
-            continue
-        entry = tuple(entry) if isinstance(entry, (list, tuple)) else entry
-        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], int) \
-                and not isinstance(entry[1], bool):
-            name, count = _attention_name(entry[0]), entry[1]
-            if not 0 <= count <= depth:
-                raise ValueError(f'attention entry {entry!r} of stage {i} asks for {count} blocks; '
-                                 f'the stage has {depth}')
-            stages.append((name, ) * count + ('swin_window', ) * (depth - count))
-        elif isinstance(entry, tuple) and all(isinstance(e, str) for e in entry):
-            if len(entry) != depth:
-                raise ValueError(f'attention entry of stage {i} names {len(entry)} blocks; the stage '
-                                 f'has depth {depth}: {entry!r}')
-            stages.append(tuple(_attention_name(e) for e in entry))
-        else:
-            raise ValueError(f'attention entry of stage {i} must be a name, (name, count) or one name '
-                             f'per block, got {entry!r}')
-    return tuple(stages)
-
-
 # --------------------------------------------------------------------------------------------
 # Checkpoint conversion
 # --------------------------------------------------------------------------------------------
@@ -205,7 +150,7 @@ SWIN_ARCHS = {
     's': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     'b': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
 }
-# The released InLine-Swin attention layouts (METHODS.md).
+# The released InLine-Swin attention layouts (InLine paper; released models of LeapLabTHU/InLine).
 INLINE_SWIN_ATTENTION = {
     't': ('I', 'I', 'I', 'S'),
     's': ('I', 'I', 'S', 'S'),
@@ -230,13 +175,15 @@ class Swin(BackboneBase):
     Args:
         arch: 't', 's' or 'b' (the released widths, depths and heads) or None to give
             ``embed_dims``, ``depths`` and ``num_heads`` yourself.
-        attention: see :func:`resolve_attention`: e.g. ``'S'`` (plain Swin),
-            ``('I', 'I', 'I', 'S')`` (InLine-Swin-T), ``('I', 'I', ('I', 2), 'S')`` (InLine-Swin-B),
-            ``('castling', 'castling', 'castling', 'swin_window')``. Letters: I = inline,
-            S = swin_window, C = castling, A = armour. Global mixers see the whole stage map,
-            unshifted; softmax / armour there are quadratic in the map size.
-        attn_cfgs: extra keyword arguments per attention name, e.g.
-            ``dict(castling=dict(aux_softmax=True))``; they reach every block of that kind.
+        attention: the grammar of :mod:`~mmvitattn.backbones.attention_spec`: e.g.
+            ``attention='S'`` (plain Swin), ``attention='IIIS'`` (InLine-Swin-T, the same as
+            ``attention=('I', 'I', 'I', 'S')``), ``attention=('I', 'I', ('I', 2), 'S')``
+            (InLine-Swin-B), ``attention=('castling', 'castling', 'castling', 'swin_window')``.
+            Letters: I = inline, S = swin_window, C = castling, A = armour. Global mixers see the
+            whole stage map, unshifted; softmax / armour there are quadratic in the map size.
+        attn_cfgs: mixer options, one dict for all blocks or one per stage (or block), e.g.
+            ``attn_cfgs=dict(aux_softmax=True)`` or ``attn_cfgs=dict(castling=dict(aux_softmax=True))``:
+            an option reaches every block whose mixer takes it.
         window_size: window of the 'swin_window' blocks, one for all stages or one per stage.
             None: the released models' window for ``pretrain_img_size``, ``max(7, (size / patch)
             // 8)``: 7 at 224, 12 at 384 (see the module docstring). Checkpoint tables of another
@@ -255,6 +202,8 @@ class Swin(BackboneBase):
     """
     default_attention = None
     num_stages = 4
+    arch_zoo = SWIN_ARCHS
+    family = 'Swin'
 
     def __init__(self, arch: Optional[str] = 't', attention=None, attn_cfgs: Optional[dict] = None,
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
@@ -267,15 +216,8 @@ class Swin(BackboneBase):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         n = self.num_stages
-        if arch is not None and arch not in SWIN_ARCHS:
-            raise ValueError(f'unknown Swin arch {arch!r}; expected one of {sorted(SWIN_ARCHS)} '
-                             'or arch=None with explicit embed_dims, depths and num_heads')
-        preset = SWIN_ARCHS.get(arch, {})
-        embed_dims = embed_dims if embed_dims is not None else preset.get('embed_dims')
-        depths = depths if depths is not None else preset.get('depths')
-        num_heads = num_heads if num_heads is not None else preset.get('num_heads')
-        if embed_dims is None or depths is None or num_heads is None:
-            raise ValueError('arch=None needs embed_dims, depths and num_heads')
+        sizes = self.resolve_arch(arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads))
+        embed_dims, depths, num_heads = sizes['embed_dims'], sizes['depths'], sizes['num_heads']
         if not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'embed_dims must be a positive int (the stage-0 width), got {embed_dims!r}')
         depths = per_stage(depths, n, 'depths')
@@ -285,18 +227,13 @@ class Swin(BackboneBase):
         window_sizes = per_stage(window_size, n, 'window_size')
         if any(not isinstance(d, int) or d < 1 for d in depths):
             raise ValueError(f'depths must be positive ints, got {depths!r}')
-        if frozen_stages >= n:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{n - 1}')
+        self.check_frozen_stages(n - 1)
         if attention is None:
             attention = self.default_attention_for(arch)
-        block_attention = resolve_attention(attention, depths)
-        attn_cfgs = dict(attn_cfgs or {})
-        used = {name for stage in block_attention for name in stage}
-        for key in attn_cfgs:
-            if _attention_name(key) not in used:
-                raise ValueError(f'attn_cfgs has an entry for {key!r}, which no block uses; '
-                                 f'the blocks use {sorted(used)}')
-        attn_cfgs = {_attention_name(k): v for k, v in attn_cfgs.items()}
+        if attention is None:
+            raise ValueError("Swin needs an attention spec, e.g. attention='IIIS' (InLine-Swin-T) or 'S'")
+        block_attention = resolve_attention(attention, depths, ATTENTIONS, fill='swin_window', label='attention')
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS)
         self.out_indices = check_out_indices(out_indices, n)
         self.embed_dims = tuple(embed_dims * 2**i for i in range(n))
         self.depths = depths
@@ -309,10 +246,8 @@ class Swin(BackboneBase):
             dim = self.embed_dims[i]
             blocks = nn.ModuleList()
             for j, name in enumerate(block_attention[i]):
-                cfg = dict(qkv_bias=qkv_bias, qkv_layout='qkv')
-                if name == 'swin_window':
-                    cfg.update(window_size=window_sizes[i], shift=j % 2 == 1)
-                cfg.update(attn_cfgs.get(name, {}))
+                defaults = dict(qkv_bias=qkv_bias, qkv_layout='qkv', window_size=window_sizes[i], shift=j % 2 == 1)
+                cfg = mixer_options(name, defaults, block_cfgs[i][j])
                 blocks.append(SwinBlock(dim, num_heads[i], name, mlp_ratio=mlp_ratio,
                                         drop_path=dpr[sum(depths[:i]) + j], attn_cfg=cfg))
             downsample = PatchMerging(dim) if i < n - 1 else None
@@ -360,11 +295,6 @@ class Swin(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (tokens, (h, w), NCHW map to return) after every stage, in order."""
-        if x.dim() != 4:
-            raise ValueError(f'Swin expects images of shape (B, C, H, W), got {tuple(x.shape)}')
-        if pad_mask is not None and pad_mask.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         tokens, hw, token_pad = self.patch_embed(x, pad_mask)
         for i, layer in enumerate(self.layers):
             if i:
@@ -378,9 +308,7 @@ class Swin(BackboneBase):
                 # the image runs alone.
                 keep = ~token_pad.unsqueeze(-1)
                 tokens, out = tokens * keep, out * keep
-            b = tokens.shape[0]
-            # Contiguous NCHW: mmcv's CPU RoIAlign misreads channels-last views.
-            yield tokens, hw, out.transpose(1, 2).reshape(b, -1, *hw).contiguous()
+            yield tokens, hw, tokens_to_map(out, hw)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
@@ -397,6 +325,7 @@ class Swin(BackboneBase):
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits: last stage -> final norm -> mean over tokens -> head."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (tokens, _, _) = self.forward_stages(x)
         return self.head(self.norm(tokens).mean(dim=1))
 
@@ -441,6 +370,6 @@ class SoftmaxSwin(Swin):
 
 __all__ = [
     'Swin', 'InLineSwin', 'CastlingSwin', 'ArmourSwin', 'SoftmaxSwin', 'ShiftedWindowAttention',
-    'PatchMerging', 'resolve_attention', 'convert_timm_swin', 'resize_relative_position_table',
+    'PatchMerging', 'convert_timm_swin', 'resize_relative_position_table',
     'released_window_size', 'relative_position_index', 'shifted_window_mask'
 ]

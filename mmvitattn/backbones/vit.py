@@ -32,7 +32,6 @@ timm's ViT):
   bicubically without antialias, available as ``interpolate_antialias=False``.
 - sizes that are not a multiple of 16 are zero-padded up (timm's ``dynamic_img_pad``).
 """
-import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -40,10 +39,14 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from ..attention import ATTENTIONS
+from ..checkpoint.vit import convert_vit_checkpoint
+from ..necks.simple_pyramid import LayerNorm2d, build_rescale, init_rescale_weights, rescale_level
+from ..padding import real_sizes, tokens_to_map
 from ..registry import MODELS
-from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, downsample_pad_mask,
-                     init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image,
-                     valid_sizes)
+from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
+from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, init_transformer_weights, per_stage,
+                     resize_pos_embed, resize_pos_embed_per_image)
 
 # Released sizes. DeiT-Ti/S/B (timm / facebookresearch/deit; also Armour and Castling-ViT trunks)
 # and InLine-DeiT-T/S/B (head dim 32, trained at 224 / 288 / 448).
@@ -59,32 +62,6 @@ SHORT_ARCHS = {'t': 't', 'ti': 't', 'tiny': 't', 's': 's', 'small': 's', 'b': 'b
 OUT_TYPES = ('featmap', 'simple_pyramid', 'multi_level')
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map; returns contiguous NCHW memory."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
-
-
-def build_rescale(scale: float, in_channels: int, out_channels: int) -> nn.Module:
-    """The op taking a stride-p map to stride p/scale: 2x transposed convs up (LN2d + GELU between
-    two of them), identity, or 2x max-pool down; a 1x1 conv where only the width must change."""
-    if scale == 4:
-        return nn.Sequential(
-            nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2), LayerNorm2d(out_channels, eps=1e-6),
-            nn.GELU(), nn.ConvTranspose2d(out_channels, out_channels, 2, stride=2))
-    if scale == 2:
-        return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2))
-    width = [nn.Conv2d(in_channels, out_channels, 1)] if in_channels != out_channels else []
-    if scale == 1:
-        return nn.Sequential(*width) if width else nn.Identity()
-    if scale == 0.5:
-        # ceil_mode: an odd stride-p map still gives the ceil(h / 2) rows FPN expects.
-        return nn.Sequential(nn.MaxPool2d(2, stride=2, ceil_mode=True), *width)
-    raise ValueError(f'unsupported rescale factor {scale}')
-
-
 @MODELS.register_module()
 class ViT(BackboneBase):
     """Plain ViT / DeiT with any registered attention.
@@ -95,8 +72,10 @@ class ViT(BackboneBase):
             resolved within the class's family (DeiT widths here, InLine widths for InLineViT);
             None to give ``embed_dim``, ``depth``, ``num_heads`` yourself. Explicit
             ``embed_dim``/``depth``/``num_heads``/``pretrain_img_size`` override the arch's.
-        attention: registered attention name for every block, or one name per block.
-        attn_cfgs: extra keyword arguments for the attention, one dict for all blocks or one per block.
+        attention: registered attention name for every block, or one name per block (the grammar
+            of :mod:`~mmvitattn.backbones.attention_spec`, the blocks being the stages).
+        attn_cfgs: mixer options, one dict for all blocks or one per block, e.g.
+            ``attn_cfgs=dict(aux_softmax=True)`` or ``attn_cfgs=dict(castling=dict(aux_softmax=True))``.
         with_cls_token: prepend a learned cls token (DeiT); it takes part in attention (for InLine:
             in the means, not in the local conv) and is dropped from the returned maps.
         pretrain_img_size: the image size the position embedding was trained at (its grid is
@@ -136,6 +115,8 @@ class ViT(BackboneBase):
     """
     default_attention: Optional[str] = None
     arch_family = 'deit'
+    arch_zoo = VIT_ARCHS
+    family = 'ViT'
 
     def __init__(self, arch: Optional[str] = 't', attention: Union[str, Sequence[str], None] = None,
                  attn_cfgs: Union[dict, Sequence[dict], None] = None, embed_dim: Optional[int] = None,
@@ -151,16 +132,9 @@ class ViT(BackboneBase):
                  with_cp: bool = False, init_cfg=None):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
-        cfg = dict(self.resolve_arch(arch))
-        for key, value in dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                               pretrain_img_size=pretrain_img_size).items():
-            if value is not None:
-                cfg[key] = value
-        missing = [k for k in ('embed_dim', 'depth', 'num_heads') if k not in cfg]
-        if missing:
-            raise ValueError(f'arch=None needs explicit {", ".join(missing)}')
+        cfg = self.resolve_arch(self.arch_key(arch), dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads))
         embed_dim, depth, num_heads = cfg['embed_dim'], cfg['depth'], cfg['num_heads']
-        pretrain_img_size = cfg.get('pretrain_img_size', 224)
+        pretrain_img_size = pretrain_img_size or cfg.get('pretrain_img_size', 224)
         for name, value in (('embed_dim', embed_dim), ('depth', depth), ('patch_size', patch_size),
                             ('pretrain_img_size', pretrain_img_size)):
             if not isinstance(value, int) or value <= 0:
@@ -168,13 +142,16 @@ class ViT(BackboneBase):
         if pretrain_img_size < patch_size:
             raise ValueError(f'pretrain_img_size={pretrain_img_size} is smaller than patch_size={patch_size}')
         check_interpolation(interpolate_mode, interpolate_antialias)
-        attention = per_stage(attention if attention is not None else self.default_attention, depth, 'attention', 'block')
-        if None in attention:
-            raise ValueError(f'{type(self).__name__} needs attention=<name> or one name per block')
-        attn_cfgs = per_stage(attn_cfgs, depth, 'attn_cfgs', 'block')
-        if not -1 <= frozen_stages <= depth:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range; expected -1..{depth} '
-                             '(0 = patch embedding, k = embedding + first k blocks)')
+        # The grammar's stages are the blocks here: one name (or dict) for all, or one per block.
+        block_attention = resolve_attention(attention if attention is not None else self.default_attention,
+                                            (1, ) * depth, ATTENTIONS, unit='block', owner=type(self).__name__)
+        block_cfgs = resolve_attn_cfgs(attn_cfgs, block_attention, ATTENTIONS, unit='block')
+        attention = tuple(stage[0] for stage in block_attention)
+        for name in dict.fromkeys(attention):
+            if with_cls_token and not ATTENTIONS[name].takes_prefix_tokens:
+                raise ValueError(f'{name!r} attention works on windows of the token grid and takes no cls token; '
+                                 'build the ViT with with_cls_token=False (as ViTDet does)')
+        self.check_frozen_stages(depth, ' (0 = patch embedding, k = embedding + first k blocks)')
         if out_type not in OUT_TYPES:
             raise ValueError(f'unknown out_type {out_type!r}; expected one of {OUT_TYPES}')
 
@@ -203,11 +180,9 @@ class ViT(BackboneBase):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linearly rising
         blocks = []
         for i in range(depth):
-            acfg = dict(qkv_bias=qkv_bias, qkv_layout='qkv')
-            acfg.update(attn_cfgs[i] or {})
-            block = Block(embed_dim, num_heads, attention[i], mlp_ratio=mlp_ratio, drop_path=dpr[i],
-                          attn_cfg=acfg, norm_eps=norm_eps)
-            blocks.append(block)
+            acfg = mixer_options(attention[i], dict(qkv_bias=qkv_bias, qkv_layout='qkv'), block_cfgs[i][0])
+            blocks.append(Block(embed_dim, num_heads, attention[i], mlp_ratio=mlp_ratio, drop_path=dpr[i],
+                                attn_cfg=acfg, norm_eps=norm_eps))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else None
         self.num_classes = num_classes
@@ -228,16 +203,17 @@ class ViT(BackboneBase):
 
     # ----------------------------------------------------------------- configuration helpers
     @classmethod
-    def resolve_arch(cls, arch: Optional[str]) -> dict:
+    def arch_key(cls, arch: Optional[str]) -> Optional[str]:
+        """A short name ('t', 'small', ...) -> its size in the class's family ('deit-t', 'inline-deit-s')."""
         if arch is None:
-            return {}
+            return None
         key = arch.lower() if isinstance(arch, str) else None
         if key in SHORT_ARCHS:
-            key = f'{cls.arch_family}-{SHORT_ARCHS[key]}'
+            return f'{cls.arch_family}-{SHORT_ARCHS[key]}'
         if key not in VIT_ARCHS:
             raise ValueError(f'unknown ViT arch {arch!r}; expected one of {sorted(VIT_ARCHS)}, a short name '
                              f'{sorted(SHORT_ARCHS)} or arch=None with explicit embed_dim/depth/num_heads')
-        return VIT_ARCHS[key]
+        return key
 
     @staticmethod
     def _check_out_indices(out_type, out_indices, depth) -> Tuple[int, ...]:
@@ -303,17 +279,14 @@ class ViT(BackboneBase):
     def _init_default_weights(self):
         init_transformer_weights(self)
         if self.pyramid is not None:
-            for m in self.pyramid.modules():
-                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                    nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                    nn.init.zeros_(m.bias)
+            init_rescale_weights(self.pyramid)
         trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
 
     def convert_pretrained_state(self, state):
         """DeiT / InLine-DeiT / timm layouts -> ours, position embedding resized (see
-        :func:`convert_vit_checkpoint`)."""
+        :func:`~mmvitattn.checkpoint.vit.convert_vit_checkpoint`)."""
         return convert_vit_checkpoint(state, self)
 
     # ----------------------------------------------------------------- backbone conventions
@@ -329,11 +302,6 @@ class ViT(BackboneBase):
     # ----------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images -> tokens (B, prefix + h*w, C) with position embedding, (h, w), token mask."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'ViT expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}')
-        if pad_mask is not None and pad_mask.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f'pad_mask must have shape {(x.shape[0], *x.shape[2:])} (B, H, W), '
-                             f'got {tuple(pad_mask.shape)}')
         tokens, hw, token_pad = self.patch_embed(x, pad_mask)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
@@ -344,7 +312,7 @@ class ViT(BackboneBase):
                                    self.interpolate_mode, self.interpolate_antialias)
         else:
             # Each image gets the embedding resized to its own grid, as when it runs alone.
-            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, valid_sizes(token_pad, hw),
+            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, real_sizes(token_pad, hw),
                                              self.num_prefix_tokens, mode=self.interpolate_mode,
                                              antialias=self.interpolate_antialias)
         return tokens + pos, hw, token_pad
@@ -362,15 +330,13 @@ class ViT(BackboneBase):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All blocks (+ final norm): tokens (B, prefix + h*w, C), like timm's ``forward_features``."""
+        self.resolve_pad_mask(x)  # the input check of forward
         *_, (_, tokens, _, _) = self.forward_blocks(x)
         return tokens
 
     def to_map(self, tokens: torch.Tensor, hw, token_pad) -> torch.Tensor:
         """Drop prefix tokens, zero padded positions, lay out as contiguous NCHW."""
-        grid = tokens[:, self.num_prefix_tokens:]
-        if token_pad is not None:
-            grid = grid * ~token_pad[:, self.num_prefix_tokens:, None]
-        return grid.transpose(1, 2).reshape(tokens.shape[0], -1, *hw).contiguous()
+        return tokens_to_map(tokens, hw, token_pad)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
@@ -391,41 +357,15 @@ class ViT(BackboneBase):
             sources = [maps[i] for i in self.out_indices]
         outs = []
         for k, feat in enumerate(sources):
-            if self.pyramid is not None:
-                feat = self.rescale(k, feat, grid_pad)
-            if self.out_norms is not None:
-                feat = self.out_norms[k](feat)
-            if grid_pad is not None:
-                feat = feat * ~self.output_pad(grid_pad, self.patch_size / self.out_strides[k])[:, None]
-            outs.append(feat.contiguous())
+            op = self.pyramid[k] if self.pyramid is not None else nn.Identity()
+            norm = self.out_norms[k] if self.out_norms is not None else None
+            outs.append(rescale_level(op, self.patch_size / self.out_strides[k], feat, grid_pad, norm))
         return tuple(outs)
-
-    def rescale(self, k: int, feat: torch.Tensor, grid_pad: Optional[torch.Tensor]) -> torch.Tensor:
-        """Pyramid op ``k``; with padding a 2x max-pool must not see the zeros beyond an image's
-        border (alone, ceil-mode pooling clips its last window there)."""
-        if grid_pad is not None and self.out_strides[k] > self.patch_size:
-            pool, *width = self.pyramid[k]
-            feat = pool(feat.masked_fill(grid_pad[:, None], float('-inf')))
-            feat = feat.masked_fill(self.output_pad(grid_pad, 0.5)[:, None], 0.0)
-            for op in width:  # the 1x1 conv after the pool sees no -inf (no NaN in its gradient)
-                feat = op(feat)
-            return feat
-        return self.pyramid[k](feat)
-
-    @staticmethod
-    def output_pad(grid_pad: torch.Tensor, scale: float) -> torch.Tensor:
-        """The stride-p token mask (B, h, w) carried to a pyramid level ``scale`` times finer."""
-        if scale == 1:
-            return grid_pad
-        if scale > 1:
-            s = int(scale)
-            return grid_pad.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
-        hw = (-(-grid_pad.shape[1] // 2), -(-grid_pad.shape[2] // 2))
-        return downsample_pad_mask(grid_pad, hw, 2).reshape(-1, *hw)
 
     def forward_classifier(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-style logits from the (normed) cls token, or the token mean without one."""
         self.check_head()
+        self.resolve_pad_mask(x)  # the input check of forward
         tokens = self.forward_features(x)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
         return self.head(pooled)
@@ -462,73 +402,3 @@ InLineDeiT, ArmourDeiT, CastlingDeiT, DeiT = InLineViT, ArmourViT, CastlingViT, 
 for _name, _cls in (('InLineDeiT', InLineViT), ('ArmourDeiT', ArmourViT), ('CastlingDeiT', CastlingViT),
                     ('DeiT', SoftmaxViT)):
     MODELS.register_module(name=_name, module=_cls)
-
-
-def convert_vit_checkpoint(checkpoint: dict, model: Optional[ViT] = None, prefix: Optional[str] = None,
-                           src_grid: Optional[Tuple[int, int]] = None) -> Dict[str, torch.Tensor]:
-    """DeiT / InLine-DeiT / timm / mmengine ViT checkpoint -> a state dict for ``model``.
-
-    - unwraps ``{'model': ...}`` (DeiT, InLine releases) and ``{'state_dict': ...}`` (mmengine),
-      strips ``module.`` and ``prefix`` (e.g. ``'backbone.'``);
-    - distilled DeiT: drops ``dist_token``/``head_dist`` and the distillation slot of ``pos_embed``;
-    - with ``model``: drops ``head.*`` when the model has no head of that shape, ``norm.*`` when it
-      has no final norm (per-output norms instead), ``cls_token`` and its ``pos_embed`` slot when it
-      has no cls token, and resizes ``pos_embed`` to the model's pretraining grid with the model's
-      interpolation. The checkpoint grid is taken as square (released models are) unless
-      ``src_grid`` is given.
-    Names already match the released classes, so nothing else is renamed.
-    """
-    state = checkpoint
-    for key in ('model', 'state_dict'):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    out = {}
-    for k, v in state.items():
-        if k.startswith('module.'):
-            k = k[len('module.'):]
-        if prefix:
-            if not k.startswith(prefix):
-                continue
-            k = k[len(prefix):]
-        out[k] = v
-    state = out
-
-    ckpt_prefix = 0
-    if 'cls_token' in state:
-        ckpt_prefix += 1
-    if 'dist_token' in state:
-        state.pop('dist_token')
-        for k in [k for k in state if k.startswith('head_dist.')]:
-            state.pop(k)
-        if 'pos_embed' in state:  # [cls, dist, grid...] -> [cls, grid...]
-            pe = state['pos_embed']
-            state['pos_embed'] = torch.cat([pe[:, :ckpt_prefix], pe[:, ckpt_prefix + 1:]], dim=1)
-    if model is None:
-        return state
-
-    if model.head is None or ('head.weight' in state and state['head.weight'].shape != model.head.weight.shape):
-        for k in [k for k in state if k.startswith('head.')]:
-            state.pop(k)
-    if model.norm is None:
-        for k in [k for k in state if k.startswith('norm.')]:
-            state.pop(k)
-    if 'pos_embed' in state:
-        pe = state['pos_embed']
-        if model.cls_token is None and ckpt_prefix:
-            pe = pe[:, ckpt_prefix:]
-            state.pop('cls_token', None)
-            ckpt_prefix = 0
-        if ckpt_prefix != model.num_prefix_tokens:
-            raise ValueError(f'checkpoint has {ckpt_prefix} prefix tokens, the model '
-                             f'{model.num_prefix_tokens}: cannot map the position embedding')
-        grid_tokens = pe.shape[1] - ckpt_prefix
-        if src_grid is None:
-            side = math.isqrt(grid_tokens)
-            if side * side != grid_tokens:
-                raise ValueError(f'checkpoint pos_embed has {grid_tokens} grid entries, not a square '
-                                 'grid; pass src_grid=(h, w)')
-            src_grid = (side, side)
-        state['pos_embed'] = resize_pos_embed(pe, src_grid, model.pos_grid, ckpt_prefix,
-                                                  model.interpolate_mode, model.interpolate_antialias)
-    return state

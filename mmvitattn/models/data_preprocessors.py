@@ -6,7 +6,7 @@ mixing when they know where they are. These subclasses of the stock preprocessor
 parent's forward unchanged, then compute the (B, H, W) pixel mask (True = padding) from each
 data sample's ``img_shape`` against the batch size and attach it to the returned ``inputs``
 tensor (attribute ``PAD_MASK_ATTR``). Stock detectors and segmentors pass that same tensor
-object to ``backbone(inputs)``, where ``BackboneBase.resolve_pad_mask`` reads it; no model code
+object to ``backbone(inputs)``, where :func:`mmvitattn.padding.resolve_pad_mask` reads it; no model code
 changes. A batch without padding gets no mask, so it costs nothing. A tensor derived from
 ``inputs`` (a crop, a copy) carries no mask and the backbone then runs unmasked, as before.
 
@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..backbones.common import PAD_MASK_ATTR, attach_pad_mask, pad_mask_from_sizes
+from ..padding import PAD_MASK_ATTR, attach_pad_mask, pad_mask_from_sizes
 from ..registry import MODELS
 
 __all__ = ['PadMaskDetDataPreprocessor', 'PadMaskSegDataPreProcessor', 'batch_pad_mask', 'PAD_MASK_ATTR']

@@ -78,19 +78,23 @@ def castling_ref(mixer, x, hw):
 
 
 REFERENCES = {'softmax': softmax_ref, 'armour': armour_ref, 'inline': inline_ref, 'castling': castling_ref}
-NO_PREFIX = {'swin_window'}
+NO_PREFIX = {name for name, cls in ATTENTIONS.items() if not cls.takes_prefix_tokens}  # grid-only mixers
 
 
 @st.composite
 def cases(draw, name):
-    heads = draw(st.integers(1, 3))
+    heads = draw(st.integers(1, 3)) * (2 if name == 'cswin' else 1)  # stripes split the heads in halves
     dim = heads * draw(st.sampled_from([2, 4, 8]))
     kwargs = {}
     min_side = 1
+    if name in ('sra', 'swin_window', 'cswin'):  # either q/k/v layout computes the same function
+        kwargs['qkv_layout'] = draw(st.sampled_from(['qkv', 'q_kv']))
     if name == 'sra':
         kwargs['sr_ratio'] = min_side = draw(st.integers(1, 3))
     elif name == 'swin_window':
         kwargs.update(window_size=draw(st.integers(1, 4)), shift=draw(st.booleans()))
+    elif name == 'cswin':
+        kwargs['split_size'] = draw(st.sampled_from([None, 1, 2, 3]))
     elif name == 'castling':
         kwargs.update(kernel_size=draw(st.sampled_from([1, 3, 9])),
                       constant_term=draw(st.sampled_from(['self', 'sum'])))

@@ -13,7 +13,7 @@ from mmvitattn.registry import MODELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / 'fixtures' / 'inline_official_keys'
 
-# METHODS.md / the InLine paper: parameters with the 1000-class head, in millions.
+# The InLine paper: parameters with the 1000-class head, in millions.
 INLINE_CSWIN_PARAMS = {'t': 20.60, 's': 33.03, 'b': 73.41}
 TINY = dict(depths=(1, 1, 1, 1))
 VARIANTS = [(InLineCSwin, 't'), (InLineCSwin, 's'), (InLineCSwin, 'b'), (SoftmaxCSwin, 't')]
@@ -73,8 +73,8 @@ def stripe_reference(branch, q, k, v, hw):
 
 
 def inline_lepe_reference(branch, q, k, v, hw, x_mean):
-    """InLine weights written out as an N x N matrix (METHODS.md 2: w_ij = (s/N) q_i.k_j -
-    (s/N) q_i.mean(k) + 1/N), plus the static LePE conv, plus mmvitattn's InLine local residual
+    """InLine weights written out as an N x N matrix (the InLine paper's injective weights:
+    w_ij = (s/N) q_i.k_j - (s/N) q_i.mean(k) + 1/N), plus the static LePE conv, plus mmvitattn's InLine local residual
     (the shared InLineAttention module with the branch's kernel predictor)."""
     b, n, c = q.shape
     h, w = hw
@@ -311,7 +311,7 @@ def test_classifier_head():
     (InLineCSwin, dict(num_heads=(2, 4, 7, 16)), 'num_heads=7 does not divide the embedding width 256'),
     (InLineCSwin, dict(embed_dims=96, num_heads=(3, 6, 3, 24)), r'num_heads=3 \(width 384\) must be even'),
     (InLineCSwin, dict(arch='xl'), "unknown InLineCSwin arch 'xl'"),
-    (InLineCSwin, dict(arch=None, depths=(1, 1, 1, 1)), 'arch=None needs an explicit embed_dims'),
+    (InLineCSwin, dict(arch=None, depths=(1, 1, 1, 1)), 'arch=None needs explicit embed_dims'),
     (InLineCSwin, dict(depths=(1, 1, 0, 1)), r'depths\[2\]=0'),
     (InLineCSwin, dict(split_sizes=(1, 2, 0, None)), r'split_sizes\[2\]=0'),
     (InLineCSwin, dict(split_sizes=(1, 2, 7)), r'split_sizes needs one entry per stage \(4\)'),

@@ -11,7 +11,7 @@ from mmvitattn.registry import MODELS
 
 timm = pytest.importorskip('timm')
 
-# Armour paper (METHODS.md section 3): LeViT / Armour / Armour+ with the 1000-class head, millions.
+# Armour paper: LeViT / Armour / Armour+ with the 1000-class head, millions.
 PAPER_PARAMS = {
     '128s': (7.76, 7.47, 7.18),
     '192': (10.9, 10.4, 9.8),
@@ -466,7 +466,7 @@ def test_outputs_are_contiguous_nchw_with_out_norm():
      'key_dim=24 must divide the stage width 128'),
     (dict(arch=None, embed_dims=(100, 256, 384), key_dim=4, num_heads=(4, 6, 8), depths=(1, 1, 1)),
      r'embed_dims\[0\]=100 must be a multiple of 8'),
-    (dict(arch=None, embed_dims=(128, 256, 384)), 'needs key_dim, num_heads, depths'),
+    (dict(arch=None, embed_dims=(128, 256, 384)), 'needs explicit key_dim, num_heads, depths'),
     (dict(num_heads=(4, 0, 8)), 'num_heads must be a positive int'),
     (dict(key_dim=0), 'key_dim must be a positive int'),
     (dict(pretrain_img_size=8), 'pretrain_img_size=8 is smaller than the stem stride 16'),

@@ -13,7 +13,7 @@ from mmvitattn.registry import MODELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / 'fixtures' / 'inline_official_keys'
 
-# METHODS.md / the InLine paper: parameters with the 1000-class head, in millions.
+# The InLine paper: parameters with the 1000-class head, in millions.
 INLINE_PVT_PARAMS = {'t': 12.03, 's': 21.56, 'm': 37.62, 'l': 51.15}
 
 

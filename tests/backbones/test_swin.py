@@ -11,7 +11,7 @@ from mmvitattn.registry import MODELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / 'fixtures' / 'inline_official_keys'
 
-# METHODS.md / the InLine paper: parameters with the 1000-class head, in millions.
+# The InLine paper: parameters with the 1000-class head, in millions.
 INLINE_SWIN_PARAMS = {'t': 29.22, 's': 49.79, 'b': 88.35}
 DROPPED = ('relative_position_index', 'attn_mask')  # official buffers, derived at run time here
 SMALL = dict(depths=(1, 1, 3, 1))  # reduced depths; 3 in stage 2 so ('I', 2) mixes kinds

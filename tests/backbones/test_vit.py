@@ -11,7 +11,7 @@ from mmvitattn.registry import MODELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / 'fixtures' / 'inline_official_keys'
 
-# METHODS.md: parameters with the 1000-class head, in millions.
+# The papers (DeiT, Armour, InLine): parameters with the 1000-class head, in millions.
 INLINE_DEIT_PARAMS = {'t': 6.48, 's': 16.73, 'b': 23.80}  # InLine paper, to 0.01M
 ARMOUR_PARAMS = {'t': 5.3, 's': 20.3, 'b': 79.5}  # Armour paper, to 0.05M
 DEIT_PARAMS = {'t': 5.7, 's': 22.1, 'b': 86.6}  # the same table's DeiT baselines

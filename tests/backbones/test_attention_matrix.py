@@ -1,0 +1,73 @@
+"""Every registered token mixer in every stage of every family: it builds, runs forward and
+backward, and on a non-square padded batch of two images the smaller image's features equal
+those it gets alone."""
+import pytest
+import torch
+
+from mmvitattn.attention import ATTENTIONS, QKVMixer, build_attention
+from mmvitattn.backbones import ViT
+
+from small_families import FAMILIES
+
+TOL = 1e-5
+BIG, SMALL = (64, 96), (40, 56)  # neither a multiple of the strides; the small one is padded
+
+
+def padded_pair(generator):
+    big = torch.randn(3, *BIG, generator=generator)
+    small = torch.randn(3, *SMALL, generator=generator)
+    batch = torch.zeros(2, 3, *BIG)
+    batch[0], batch[1, :, :SMALL[0], :SMALL[1]] = big, small
+    pad_mask = torch.ones(2, *BIG, dtype=torch.bool)
+    pad_mask[0] = False
+    pad_mask[1, :SMALL[0], :SMALL[1]] = False
+    return batch, pad_mask, small[None]
+
+
+@pytest.mark.parametrize('attention', sorted(ATTENTIONS))
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_every_mixer_in_every_family(family, attention):
+    torch.manual_seed(0)
+    model = FAMILIES[family](attention=attention)
+    batch, pad_mask, small = padded_pair(torch.Generator().manual_seed(1))
+
+    model.train()
+    sum(o.square().mean() for o in model(batch, pad_mask)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+    model.eval()
+    with torch.no_grad():
+        together = model(batch, pad_mask)
+        alone = model(small)
+    assert len(together) == len(alone)
+    for level, (t, a) in enumerate(zip(together, alone)):
+        h, w = a.shape[-2:]
+        assert (torch.tensor(t.shape[-2:]) >= torch.tensor((h, w))).all()
+        diff = (t[1:, :, :h, :w] - a).abs().max().item()
+        assert diff <= TOL, f'{family} x {attention}, level {level}: {diff:.2e}'
+
+
+def test_window_attention_in_a_plain_vit_needs_no_cls_token():
+    with pytest.raises(ValueError, match=r"'swin_window' attention works on windows of the token grid.*"
+                                         r"with_cls_token=False"):
+        ViT(arch=None, embed_dim=32, depth=2, num_heads=2, attention='swin_window')
+
+
+@pytest.mark.parametrize('attention', sorted(n for n in ATTENTIONS if issubclass(ATTENTIONS[n], QKVMixer)
+                                             and n != 'armour'))
+def test_the_qkv_layout_only_names_parameters(attention):
+    """A fused ``qkv`` linear and PVT's ``q`` + ``kv`` with the same rows give the same mixer."""
+    torch.manual_seed(0)
+    fused = build_attention(attention, 16, 2, qkv_layout='qkv').eval()
+    split = build_attention(attention, 16, 2, qkv_layout='q_kv').eval()
+    state = {k: v for k, v in fused.state_dict().items() if not k.startswith('qkv.')}
+    for leaf in ('weight', 'bias'):
+        rows = fused.state_dict()[f'qkv.{leaf}']
+        state[f'q.{leaf}'], state[f'kv.{leaf}'] = rows[:16], rows[16:]
+    split.load_state_dict(state)
+    x = torch.randn(2, 5 * 7, 16)
+    pad = torch.zeros(2, 5 * 7, dtype=torch.bool)
+    pad[1].view(5, 7)[3:] = True
+    pad[1].view(5, 7)[:, 4:] = True
+    torch.testing.assert_close(split(x, (5, 7), pad), fused(x, (5, 7), pad), rtol=0, atol=1e-6)
