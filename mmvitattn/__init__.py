@@ -6,11 +6,13 @@ mmengine read local checkpoint files with torch's safe loader.
 """
 from . import attention, backbones  # noqa: F401
 from .checkpoint import register_with_mmengine
+from .mim import config_path, register_config_scope
 from .registry import MODELS
 from .timm_models import register_with_timm
 
 __version__ = '0.1.0'
-__all__ = ['MODELS', '__version__']
+__all__ = ['MODELS', '__version__', 'config_path']
 
 register_with_mmengine()
 register_with_timm()
+register_config_scope()

@@ -175,7 +175,7 @@ class InLineLePEAttention(nn.Module):
         b, n, c = q.shape
         h, w = hw
         if pad_mask is None:
-            count = float(n)
+            count = n  # not float(n): under torch.export N stays symbolic, not the traced value
         else:
             real = (~pad_mask).to(q.dtype).unsqueeze(-1)  # (B, N, 1)
             k, v = k * real, v * real
