@@ -187,7 +187,7 @@ class InLineLePEAttention(nn.Module):
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
             q, k, v = to_float32(q, k, v)
-            count = count if isinstance(count, float) else count.to(q.dtype)
+            count = count if not isinstance(count, torch.Tensor) else count.to(q.dtype)
             k_mean = k.sum(dim=2, keepdim=True) / count
             v_mean = v.sum(dim=2, keepdim=True) / count
             kv = k.transpose(-2, -1) @ v / count - k_mean.transpose(-2, -1) @ v_mean  # (B, h, d, d)
