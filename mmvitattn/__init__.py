@@ -1,8 +1,9 @@
 """Castling-ViT, InLine and Armour attention backbones for MMDetection and MMSegmentation.
 
 Importing the package registers the backbones (``type='mmvitattn.<Name>'`` from any OpenMMLab
-config) and their ImageNet classifiers with timm (``timm.create_model('inline_pvt_t')``), and makes
-mmengine read local checkpoint files with torch's safe loader.
+config) and their ImageNet classifiers with timm (``timm.create_model('inline_pvt_t')``), makes
+mmengine read local checkpoint files with torch's safe loader, and lets configs inherit ours as
+``_base_ = 'mmvitattn::<task>/<config>.py'`` (see :mod:`mmvitattn.mim`).
 """
 from . import attention, backbones  # noqa: F401
 from .checkpoint import register_with_mmengine
