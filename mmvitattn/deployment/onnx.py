@@ -82,7 +82,7 @@ class ExportResult:
 
     def format(self) -> str:
         b, h, w = self.traced
-        batch = 'dynamic' if self.dynamic_batch else f'fixed at {b} (the model unrolls a per-image loop)'
+        batch = 'dynamic' if self.dynamic_batch else f'fixed at {b}'
         lines = [f'exported {self.path} (opset {self.opset}; traced at {b} x {h}x{w}; height and width dynamic, '
                  f'batch {batch}); outputs: {", ".join(self.output_names)}',
                  f'onnxruntime vs PyTorch at {len(self.checks)} sizes other than the traced one:']
@@ -209,7 +209,8 @@ def export_onnx(graph: nn.Module, path: str, shape: Tuple[int, int] = DEFAULT_SH
                 tolerance: float = TOLERANCE, dynamic_batch: bool = True) -> ExportResult:
     """Export ``graph`` (a module with ``forward(images)`` and ``output_names(n)``) to ``path`` and
     check it (see the module docstring); raises :class:`ExportCheckError` and writes nothing if a
-    check fails. ``dynamic_batch=True`` falls back to a fixed batch when the model specialises it."""
+    check fails. ``dynamic_batch=True`` falls back to a fixed batch when the model specialises it
+    (InLine: its per-image local-residual kernels unroll a loop over the images)."""
     onnx, _ = require_onnx()
     shape = tuple(int(s) for s in shape)
     check_sizes = [tuple(int(s) for s in size) for size in check_sizes]
@@ -232,10 +233,9 @@ def export_onnx(graph: nn.Module, path: str, shape: Tuple[int, int] = DEFAULT_SH
                               output_names=[o.name for o in session.get_outputs()],
                               linear_only=is_linear_only(graph))
         result.checks = check_against_torch(graph, session, check_sizes, check_batch, tolerance)
-        result.square_values = token_square_values(tmp, check_sizes[0], check_sizes[1])
-        failed = [c for c in result.checks if not c.ok]
-        if failed:
+        if not all(c.ok for c in result.checks):
             raise ExportCheckError('the ONNX graph disagrees with PyTorch:\n' + result.format())
+        result.square_values = token_square_values(tmp, check_sizes[0], check_sizes[1])
         if result.linear_only and result.square_values:
             raise ExportCheckError('a linear-attention graph holds N x N tensors:\n' + result.format())
         onnx.checker.check_model(tmp)

@@ -207,8 +207,10 @@ def test_retinanet_exports_raw_head_outputs(tmp_path):
         ours = detector.bbox_head.predict_by_feat(outs[:5], outs[5:], batch_img_metas=meta, rescale=False)[0]
         ref = detector.bbox_head.predict_by_feat(*detector.bbox_head(detector.extract_feat(images)),
                                                  batch_img_metas=meta, rescale=False)[0]
+    # Same detections up to the order of near-equal scores: every box has its twin in the other set.
     assert len(ours.bboxes) == len(ref.bboxes) > 0
-    torch.testing.assert_close(ours.bboxes, ref.bboxes, atol=1e-3, rtol=0)
+    torch.testing.assert_close(ours.scores.sort().values, ref.scores.sort().values, atol=1e-4, rtol=0)
+    assert float(torch.cdist(ours.bboxes, ref.bboxes, p=float('inf')).min(dim=1).values.max()) <= 1e-3
 
 
 @SLOW
