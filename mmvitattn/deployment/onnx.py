@@ -126,19 +126,55 @@ def _outputs(graph: nn.Module, images: torch.Tensor) -> Tuple[torch.Tensor, ...]
     return (out, ) if isinstance(out, torch.Tensor) else tuple(out)
 
 
+class AdaptiveAvgPoolAsMatmul(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` written as P_h @ x @ P_w^T with bin matrices built from the run-time
+    size (bin i covers [floor(i n / o), ceil((i + 1) n / o)), as PyTorch's): the same values, but the
+    exported graph computes the bins at run time (torch.export freezes the adaptive pool's bin
+    indices at the traced size, e.g. in UperNet's pyramid pooling)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size if isinstance(output_size, tuple) else (output_size, output_size)
+
+    @staticmethod
+    def bins(n, o: int, like: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(o, device=like.device)
+        start, end = (i * n) // o, ((i + 1) * n + o - 1) // o
+        idx = torch.arange(n, device=like.device)
+        member = ((idx[None] >= start[:, None]) & (idx[None] < end[:, None])).to(like.dtype)
+        return member / member.sum(dim=1, keepdim=True)  # (o, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        oh, ow = (n if o is None else o for o, n in zip(self.output_size, x.shape[-2:]))
+        return self.bins(x.shape[-2], oh, x) @ x @ self.bins(x.shape[-1], ow, x).transpose(0, 1)
+
+
+def make_exportable(module: nn.Module) -> nn.Module:
+    """Replace (in place) what torch.export cannot keep dynamic by equal modules that it can."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.AdaptiveAvgPool2d):
+            setattr(module, name, AdaptiveAvgPoolAsMatmul(child.output_size))
+        else:
+            make_exportable(child)
+    return module
+
+
 def trace_onnx(graph: nn.Module, shape: Tuple[int, int] = DEFAULT_SHAPE, batch: int = 1, opset: int = OPSET,
                dynamic_batch: bool = True):
     """Trace ``graph`` (in eval mode) at ``batch`` x ``shape`` with dynamic height and width;
     returns (the ``torch.onnx.ONNXProgram``, whether its batch is dynamic). With ``dynamic_batch``
-    the batch is made dynamic unless the model specialises it (then it is fixed)."""
-    graph = graph.eval()
-    images = torch.randn(batch, 3, *shape, generator=torch.Generator().manual_seed(0))
+    the batch is made dynamic unless the model specialises it (then it is fixed). Adaptive average
+    pools in ``graph`` are replaced by :class:`AdaptiveAvgPoolAsMatmul` first."""
+    graph = make_exportable(graph).eval()
     if dynamic_batch:
+        # Traced with two images or more: torch.export treats a batch of 1 as a constant.
+        images = torch.randn(max(batch, 2), 3, *shape, generator=torch.Generator().manual_seed(0))
         try:
             return _trace(graph, images, opset, dynamic_batch=True), True
         except Exception as e:  # the model specialises the batch (e.g. a per-image Python loop)
             if 'shape[0]' not in str(e):
                 raise
+    images = torch.randn(batch, 3, *shape, generator=torch.Generator().manual_seed(0))
     return _trace(graph, images, opset, dynamic_batch=False), False
 
 
@@ -149,7 +185,10 @@ def check_against_torch(graph: nn.Module, session, sizes: Sequence[Tuple[int, in
     for h, w in sizes:
         images = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
         refs = _outputs(graph, images)
-        outs = session.run(None, {'images': images.numpy()})
+        try:
+            outs = session.run(None, {'images': images.numpy()})
+        except Exception as e:  # a shape frozen at trace time can make the graph fail outright
+            raise ExportCheckError(f'onnxruntime failed at {batch} x {h}x{w} (traced size works): {e}') from e
         if len(outs) != len(refs) or any(o.shape != tuple(r.shape) for o, r in zip(outs, refs)):
             raise ExportCheckError(f'at {batch} x {h}x{w} the ONNX outputs have shapes {[o.shape for o in outs]}, '
                                    f'PyTorch {[tuple(r.shape) for r in refs]}')

@@ -240,3 +240,11 @@ def test_benchmark_runs_variants_in_onnxruntime(tmp_path):
     assert all(rows[a, 'onnxruntime']['max_abs_diff_vs_torch'] <= 1e-4 for a in ('castling', 'inline'))
     with pytest.raises(SystemExit):
         bench.parse_args(['--runtime', 'onnxruntime', '--dtype', 'bfloat16'])
+
+
+@pytest.mark.parametrize('output_size', [1, 2, 3, 6, (2, 5), (None, 3)])
+def test_adaptive_pool_as_matmul_equals_torch(output_size):
+    """The exportable stand-in for nn.AdaptiveAvgPool2d (UperNet's pyramid pooling) gives its values."""
+    from mmvitattn.deployment.onnx import AdaptiveAvgPoolAsMatmul
+    x = torch.randn(2, 3, 13, 22)
+    torch.testing.assert_close(AdaptiveAvgPoolAsMatmul(output_size)(x), torch.nn.AdaptiveAvgPool2d(output_size)(x))
