@@ -86,7 +86,7 @@ class InLineAttention(QKVMixer):
             v = v * keep  # padded values out of K^T V and of the local conv
         with float32_region(x):
             if pad_mask is None:
-                count = float(n)
+                count = n  # not float(n): under torch.export N stays symbolic, not the traced value
                 x_mean = x.mean(dim=1, dtype=acc)
             else:
                 real = (~pad_mask).to(acc)[:, None, :]  # (B, 1, N)
@@ -112,7 +112,7 @@ class InLineAttention(QKVMixer):
         real (unpadded) tokens."""
         b, n, c = q.shape
         h, d = self.num_heads, self.head_dim
-        count = float(n)
+        count = n  # not float(n): under torch.export N stays symbolic, not the traced value
         if pad_mask is not None:
             real = (~pad_mask).to(q.dtype)[..., None]  # (B, N, 1)
             k, v = k * real, v * real

@@ -119,7 +119,8 @@ class ShiftedWindowAttention(QKVMixer):
         """Run-time window and shift per dimension: a dimension no larger than the window is
         covered by one window and not shifted (the official rule, applied per dimension)."""
         w, s = self.window_size, self.shift_size
-        window = tuple(min(w, n) for n in hw)
+        # Not min(w, n): a comparison lets torch.export fix the window (a symbolic Min breaks the export).
+        window = tuple(w if n >= w else n for n in hw)
         shift = tuple(s if n > w else 0 for n in hw)
         return window, shift
 
@@ -169,12 +170,15 @@ class ShiftedWindowAttention(QKVMixer):
         if rolled:
             mask = shifted_window_mask((hp, wp), (wh, ww), (sh, sw), device=x.device, dtype=q.dtype)
             bias = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, h, n, n)
+            # One mask for every image: (B, nW, h, n, d) inputs against (nW, h, n, n).
             shape5 = (b, nwh * nww, self.num_heads, n, self.head_dim)
-            y = F.scaled_dot_product_attention(q.reshape(shape5), k.reshape(shape5), v.reshape(shape5),
-                                               attn_mask=bias, dropout_p=dropout)
-            y = y.reshape(-1, self.num_heads, n, self.head_dim)
+            q, k, v = q.reshape(shape5), k.reshape(shape5), v.reshape(shape5)
+        if torch.compiler.is_exporting():
+            # ONNX export: the softmax written out (ONNX's fused attention takes 4-D inputs only).
+            y = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        y = y.reshape(-1, self.num_heads, n, self.head_dim)
         y = self.output(self.merge_heads(y))  # (B*nW, n, C)
 
         grid = y.reshape(b, nwh, nww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)

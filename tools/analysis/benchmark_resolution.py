@@ -36,11 +36,17 @@ Method
   the TF32 settings of matmul and cuDNN, the GPU, torch's CUDA and cuDNN versions.
 - FLOPs: counted by :func:`mmvitattn.analysis.backbone_flops` (every attention op counted by the
   same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32.
+- ``--runtime torch onnxruntime``: every variant also runs as an ONNX graph in onnxruntime (CPU,
+  ``--threads`` intra-op threads), exported once with dynamic height and width
+  (:func:`mmvitattn.deployment.trace_onnx`) and timed in the same interleaved rounds as the PyTorch
+  rows; its row records the largest |onnxruntime - torch| output difference at each size. Memory
+  and FLOPs are measured for the PyTorch rows only.
 
 Output: a table on stdout, the JSON written to ``--out``, and (with matplotlib) a log-log plot of
 latency and memory against pixels at ``--plot``.
 """
 import argparse
+import functools
 import gc
 import json
 import os
@@ -49,6 +55,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -167,9 +174,9 @@ def time_call(fn, device: str) -> Tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def time_once(model, x, dtype, device: str, mode: str = 'forward') -> Tuple[float, float]:
-    """Seconds for one pass: (wall-clock, CPU time of this process over all its threads)."""
-    return time_call(lambda: forward(model, x, dtype, mode), device)
+def time_once(run, x, device: str) -> Tuple[float, float]:
+    """Seconds for one pass ``run(x)``: (wall-clock, CPU time of this process over all its threads)."""
+    return time_call(lambda: run(x), device)
 
 
 # Profiler op names of torch's scaled-dot-product-attention kernels -> the backend's name.
@@ -218,6 +225,28 @@ def cuda_peak_memory(model, x, dtype, mode: str) -> dict:
     out = []
     peak, method = peak_memory_mib(lambda: out.append(forward(model, x, dtype, mode)), 'cuda')
     return dict(peak_mem_mib=peak, memory_method=f'{method} (one pass)')
+
+
+RUNTIMES = ('torch', 'onnxruntime')
+
+
+def onnxruntime_runner(model: nn.Module, threads: int, workdir: str):
+    """The trunk exported to ONNX (dynamic height and width) and run by onnxruntime on CPU:
+    a callable images -> list of numpy outputs."""
+    from mmvitattn.deployment import BackboneGraph, onnxruntime_session, trace_onnx
+    program, _ = trace_onnx(BackboneGraph(model), batch=1, dynamic_batch=False)
+    path = os.path.join(workdir, f'trunk{len(os.listdir(workdir))}.onnx')
+    program.save(path, external_data=False)
+    session = onnxruntime_session(path, threads=threads)
+    return lambda x: session.run(None, {'images': x.numpy()})
+
+
+def max_difference(torch_model: nn.Module, run, x: torch.Tensor) -> float:
+    """Largest |runtime - torch| over the trunk's outputs for input ``x``."""
+    with torch.inference_mode():
+        refs = torch_model(x)
+    refs = (refs, ) if isinstance(refs, torch.Tensor) else tuple(refs)
+    return max(float((torch.as_tensor(o) - r).abs().max()) for o, r in zip(run(x), refs))
 
 
 # ----------------------------------------------------------------------------- memory + FLOPs
@@ -300,25 +329,33 @@ def run_sweep(args) -> dict:
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError('--device cuda was asked for but torch.cuda.is_available() is False')
     models = {name: build_trunk(args.trunk, name).to(args.device) for name in variants}
+    # What is timed: (attention, runtime) -> callable images -> outputs.
+    runners = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for runtime in args.runtime:
+            for name in variants:
+                runners[name, runtime] = (functools.partial(forward, models[name], dtype=dtype, mode=args.mode) if runtime == 'torch'
+                                          else onnxruntime_runner(models[name], args.threads, workdir))
+    keys = list(runners)
     rng = random.Random(0)
     rows = []
     for size in sizes:
         x = make_input(size, args.device)
-        times: Dict[str, List[float]] = {name: [] for name in variants}
-        cpu_times: Dict[str, List[float]] = {name: [] for name in variants}
-        for name in variants:
+        times: Dict[tuple, List[float]] = {key: [] for key in keys}
+        cpu_times: Dict[tuple, List[float]] = {key: [] for key in keys}
+        for key in keys:
             for _ in range(args.warmup):
-                forward(models[name], x, dtype, args.mode)
+                runners[key](x)
         start = time.perf_counter()
         for r in range(args.repeats):
             if r >= args.min_repeats and time.perf_counter() - start > args.time_budget:
                 break  # enough rounds for a median at this size
-            order = variants[:]
+            order = keys[:]
             rng.shuffle(order)
-            for name in order:
-                wall, cpu = time_once(models[name], x, dtype, args.device, args.mode)
-                times[name].append(wall)
-                cpu_times[name].append(cpu)
+            for key in order:
+                wall, cpu = time_once(runners[key], x, args.device)
+                times[key].append(wall)
+                cpu_times[key].append(cpu)
         on_cuda = args.device.startswith('cuda')
         # Which SDPA kernel ran (on CUDA it depends on size, dtype and GPU): one untimed pass each.
         extra = {name: dict(sdpa=sdpa_backends(models[name], x, dtype, args.mode)) if on_cuda else {}
@@ -329,19 +366,25 @@ def run_sweep(args) -> dict:
         if on_cuda and not args.no_flops:  # forward FLOPs, counted in this process
             for name in variants:
                 extra[name]['flops'] = backbone_flops(models[name], size).total
-        del x
-        for name in variants:
-            row = dict(attention=name, height=size[0], width=size[1], pixels=size[0] * size[1],
-                       latency_ms=1e3 * statistics.median(times[name]),
-                       latency_min_ms=1e3 * min(times[name]), latency_max_ms=1e3 * max(times[name]),
-                       cpu_ms=1e3 * statistics.median(cpu_times[name]),
-                       repeats=len(times[name]), latency_all_ms=[1e3 * t for t in times[name]], **extra[name])
-            if not on_cuda and not args.no_memory:
-                row.update(measure_in_subprocess(args, name, size))
+        for key in keys:
+            name, runtime = key
+            row = dict(attention=name, runtime=runtime, height=size[0], width=size[1], pixels=size[0] * size[1],
+                       latency_ms=1e3 * statistics.median(times[key]),
+                       latency_min_ms=1e3 * min(times[key]), latency_max_ms=1e3 * max(times[key]),
+                       cpu_ms=1e3 * statistics.median(cpu_times[key]),
+                       repeats=len(times[key]), latency_all_ms=[1e3 * t for t in times[key]])
+            if runtime != 'torch':
+                row['max_abs_diff_vs_torch'] = max_difference(models[name], runners[key], x)
+            else:
+                row.update(extra[name])
+                if not on_cuda and not args.no_memory:
+                    row.update(measure_in_subprocess(args, name, size))
             rows.append(row)
             print_row(row, header=len(rows) == 1)
+        del x
     return dict(trunk=args.trunk, device=args.device, dtype=args.dtype, mode=args.mode,
                 numerics=numeric_settings(args.device), threads=torch.get_num_threads(),
+                runtimes=list(args.runtime),
                 warmup=args.warmup, repeats=args.repeats, batch=1, torch=torch.__version__,
                 cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                 rows=rows)
@@ -364,13 +407,16 @@ def merge_results(paths: List[str]) -> dict:
 
 def print_row(row: dict, header: bool = False):
     if header:
-        print(f'{"attention":>10} {"size (HxW)":>11} {"latency ms":>11} {"min-max ms":>17} {"CPU ms":>9} '
-              f'{"peak MiB":>9} {"GFLOPs":>8}', flush=True)
+        print(f'{"attention":>10} {"runtime":>11} {"size (HxW)":>11} {"latency ms":>11} {"min-max ms":>17} '
+              f'{"CPU ms":>9} {"peak MiB":>9} {"GFLOPs":>8}', flush=True)
     mem = row.get('peak_mem_mib')
     flops = row.get('flops')
-    print(f'{row["attention"]:>10} {row["height"]:>5}x{row["width"]:<5} {row["latency_ms"]:>11.1f} '
-          f'{row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} {row["cpu_ms"]:>9.1f} '
-          f'{"-" if mem is None else f"{mem:.0f}":>9} {"-" if flops is None else f"{flops / 1e9:.1f}":>8}'
+    diff = row.get('max_abs_diff_vs_torch')
+    print(f'{row["attention"]:>10} {row.get("runtime", "torch"):>11} {row["height"]:>5}x{row["width"]:<5} '
+          f'{row["latency_ms"]:>11.1f} {row["latency_min_ms"]:>8.1f}-{row["latency_max_ms"]:<8.1f} '
+          f'{row["cpu_ms"]:>9.1f} {"-" if mem is None else f"{mem:.0f}":>9} '
+          f'{"-" if flops is None else f"{flops / 1e9:.1f}":>8}'
+          + (f'  (max |diff| vs torch {diff:.1e})' if diff is not None else '')
           + (f'  sdpa: {"+".join(row["sdpa"])}' if row.get('sdpa') else '')
           + (f'  ({row["error"]})' if 'error' in row else ''), flush=True)
 
@@ -378,8 +424,14 @@ def print_row(row: dict, header: bool = False):
 def print_summary(result: dict):
     """Ratios to softmax and to the floors, per size: wall-clock latency [CPU time]."""
     by_size: Dict[Tuple[int, int], Dict[str, dict]] = {}
+    runtime_rows: Dict[Tuple[int, int], List[Tuple[dict, dict]]] = {}
     for row in result['rows']:
-        by_size.setdefault((row['height'], row['width']), {})[row['attention']] = row
+        if row.get('runtime', 'torch') == 'torch':
+            by_size.setdefault((row['height'], row['width']), {})[row['attention']] = row
+    for row in result['rows']:
+        size = (row['height'], row['width'])
+        if row.get('runtime', 'torch') != 'torch' and row['attention'] in by_size.get(size, {}):
+            runtime_rows.setdefault(size, []).append((row, by_size[size][row['attention']]))
     print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
           f'{result["dtype"]}, {result.get("mode", "forward")}, batch 1; latency [CPU time]')
     baseline = next((b for b in ('softmax', 'sra') if any(b in rows for rows in by_size.values())), None)
@@ -404,6 +456,9 @@ def print_summary(result: dict):
                         text += f', {row["flops"] / ref["flops"]:.2f}x its FLOPs'
                     parts.append(text)
             print(f'    {name:>9}: ' + '; '.join(parts))
+        for row, ref in runtime_rows.get(size, []):
+            print(f'    {row["attention"]:>9} in {row["runtime"]}: {ref["latency_ms"] / row["latency_ms"]:.2f}x '
+                  f'[{ref["cpu_ms"] / row["cpu_ms"]:.2f}x] faster than in torch')
 
 
 def plot(result: dict, path: str):
@@ -415,11 +470,13 @@ def plot(result: dict, path: str):
         print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
         return
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    names = list(dict.fromkeys(r['attention'] for r in result['rows']))
-    for name in names:
-        rows = sorted((r for r in result['rows'] if r['attention'] == name), key=lambda r: r['pixels'])
+    keys = list(dict.fromkeys((r['attention'], r.get('runtime', 'torch')) for r in result['rows']))
+    for name, runtime in keys:
+        rows = sorted((r for r in result['rows'] if (r['attention'], r.get('runtime', 'torch')) == (name, runtime)),
+                      key=lambda r: r['pixels'])
         px = [r['pixels'] for r in rows]
         label = {FLOOR: 'attention-free floor', PROJ_FLOOR: 'projections-only floor'}.get(name, name)
+        label += '' if runtime == 'torch' else f' ({runtime})'
         style = dict(marker='o', linestyle='--' if name in FLOORS else '-', label=label)
         axes[0].plot(px, [r['latency_ms'] for r in rows], **style)
         axes[1].plot(px, [r['cpu_ms'] for r in rows], **style)
@@ -453,6 +510,8 @@ def parse_args(argv=None):
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '1024', '800x1280', '2048'],
                         help='input sizes: S (square), HxW, or imagenet/coco/ade20k')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--runtime', nargs='+', default=['torch'], choices=RUNTIMES,
+                        help='run every variant in PyTorch and/or as an ONNX graph in onnxruntime (CPU, float32)')
     parser.add_argument('--dtype', default='float32', help='float32, or bfloat16/float16 via autocast')
     parser.add_argument('--mode', default='forward', choices=MODES,
                         help='time a forward, or a forward and the backward of the outputs\' sum')
@@ -472,6 +531,9 @@ def parse_args(argv=None):
     parser.add_argument('--_measure', nargs=3, help=argparse.SUPPRESS)
     parser.add_argument('--_count', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if 'onnxruntime' in args.runtime and (args.device != 'cpu' or args.dtype != 'float32' or args.mode != 'forward'):
+        parser.error(f'--runtime onnxruntime runs forward passes on CPU in float32; got --device {args.device} '
+                     f'--dtype {args.dtype} --mode {args.mode}')
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f'--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}')
     try:
