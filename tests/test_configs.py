@@ -15,11 +15,13 @@ from mmvitattn.testing import build_model, step_setup, train_step_and_predict
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 SLOW = pytest.mark.skipif(os.environ.get('MMVITATTN_SLOW') != '1', reason='slow: set MMVITATTN_SLOW=1 to run')
-# Configs whose model repeats one tested in the fast suite but for its width or dataset recipe
-# (the wider ViTDet-B variants; the ADE20K-640 / Cityscapes variants other than InLine-PVT-T's):
-# built and trained with MMVITATTN_SLOW=1, to keep the suite's time on 2 cores.
-VARIANTS = {c for c in CONFIGS if ('/vitdet/' in c and '-b-' in c or '_inline-deit-b_' in c or '_castling-deit-b_' in c)
-            or (('ade20k-640x640' in c or 'cityscapes' in c) and '_inline-pvt-t_' not in c)}
+# Configs whose model repeats one tested in the fast suite but for its width or schedule/dataset
+# recipe (the wider ViTDet-B, InLine-PVT-S/M/L and InLine-Swin-S/B variants; the 3x multi-scale
+# recipes; the ADE20K-640 / Cityscapes / Semantic FPN variants other than InLine-PVT-T's): built
+# and trained with MMVITATTN_SLOW=1, to keep the suite's time on 2 cores.
+WIDER = ('_inline-deit-b_', '_castling-deit-b_', '-pvt-s_', '-pvt-m_', '-pvt-l_', '-swin-s_', '-swin-b_')
+VARIANTS = {c for c in CONFIGS if ('/vitdet/' in c and '-b-' in c) or any(w in c for w in WIDER) or 'ms-3x' in c
+            or (('ade20k-640x640' in c or 'cityscapes' in c or '/sem_fpn/' in c) and '_inline-pvt-t_' not in c)}
 
 
 def with_variants_slow(configs):

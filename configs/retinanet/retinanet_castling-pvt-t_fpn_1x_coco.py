@@ -12,5 +12,7 @@ model = dict(
 custom_hooks = [
     dict(type='mmvitattn.CastlingAuxScheduleHook', begin=0, end=0.5, schedule='cosine', start_coef=1.0,
          threshold=(1.0, 4.0), l1_weight=0.0),
-    dict(type='mmvitattn.RNGStateHook'),  # the base's hook (a list replaces the base's list)
+    # the base's hooks (a list replaces the base's list)
+    dict(type='mmvitattn.RNGStateHook'),
+    dict(type='mmvitattn.FaultToleranceHook'),
 ]
