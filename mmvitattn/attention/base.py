@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .projections import affine_rows, check_qkv_layout, input_projection, output_projection, project_rows
+
 ATTENTIONS: Dict[str, Type['TokenMixer']] = {}
 
 
@@ -106,12 +108,13 @@ def sdpa_mask(pad_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class QKVMixer(TokenMixer):
-    """A token mixer with query/key/value projections in either checkpoint layout.
+    """A token mixer with query/key/value projections of the family's choosing.
 
-    ``qkv_layout='qkv'``: one fused ``qkv`` linear (ViT/DeiT/Swin naming);
-    ``qkv_layout='q_kv'``: separate ``q`` and ``kv`` linears (PVT naming).
-    The layout only names the parameters: every mixer computes the same function with either, so
-    a family's layout never limits which mixer it can run.
+    ``qkv_layout`` (:mod:`~mmvitattn.attention.projections`): ``'qkv'``, one fused ``qkv`` linear
+    (ViT/DeiT/Swin naming); ``'q_kv'``, separate ``q`` and ``kv`` linears (PVT naming);
+    ``'bn_qkv'``, LeViT's BN-linear ``qkv`` and Hardswish + BN-linear ``proj``. The projections
+    never enter the mixing: every mixer computes the same function of q, k, v with any of them, so
+    a family's projections never limit which mixer it can run.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qkv_layout: str = 'qkv',
@@ -121,38 +124,43 @@ class QKVMixer(TokenMixer):
         self.init_output(proj_drop)
 
     def init_projections(self, qkv_bias: bool, qkv_layout: str) -> None:
-        """The q/k/v linears, named by ``qkv_layout``."""
+        """The q/k/v projections, named by ``qkv_layout``."""
         dim = self.dim
-        if qkv_layout == 'qkv':
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        elif qkv_layout == 'q_kv':
+        if check_qkv_layout(qkv_layout) == 'q_kv':
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
             self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         else:
-            raise ValueError(f"unknown qkv_layout {qkv_layout!r}; expected 'qkv' or 'q_kv'")
+            self.qkv = input_projection(dim, dim * 3, qkv_layout, qkv_bias)
         self.qkv_layout = qkv_layout
 
     def init_output(self, proj_drop: float) -> None:
-        self.proj = nn.Linear(self.dim, self.dim)
+        self.proj = output_projection(self.dim, getattr(self, 'qkv_layout', 'qkv'))
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def _rows(self, part: str):
+        """(layer, start, stop) of ``part`` ('q' or 'kv') in this layout's projections."""
+        if self.qkv_layout == 'q_kv':
+            layer = self.q if part == 'q' else self.kv
+            return layer, 0, layer.out_features
+        return (self.qkv, 0, self.dim) if part == 'q' else (self.qkv, self.dim, 3 * self.dim)
 
     def project_q(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> q (B, N, C)."""
-        if self.qkv_layout == 'q_kv':
-            return self.q(x)
-        bias = None if self.qkv.bias is None else self.qkv.bias[:self.dim]
-        return F.linear(x, self.qkv.weight[:self.dim], bias)
+        layer, start, stop = self._rows('q')
+        return project_rows(layer, x, start, stop)
 
     def project_kv(self, x: torch.Tensor) -> torch.Tensor:
         """(B, M, C) -> [k | v] (B, M, 2C): keys and values may come from other tokens than q."""
-        weight, bias = self.kv_bias_weight()
-        return F.linear(x, weight, bias)
+        layer, start, stop = self._rows('kv')
+        return project_rows(layer, x, start, stop)
 
-    def project_qkv(self, x: torch.Tensor):
-        """(B, N, C) -> q, k, v, each (B, h, N, d)."""
+    def project_qkv(self, x: torch.Tensor, affine=None):
+        """(B, N, C) -> q, k, v, each (B, h, N, d); ``affine``: (weight, bias) to use for a fused
+        projection instead (:func:`~mmvitattn.attention.projections.batch_affine`)."""
         b, n, c = x.shape
-        if self.qkv_layout == 'qkv':
-            qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.qkv_layout != 'q_kv':
+            qkv = self.qkv(x) if affine is None else F.linear(x, *affine)
+            qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             return qkv.unbind(0)
         kv = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return (self.split_heads(self.q(x)), *kv.unbind(0))
@@ -161,17 +169,25 @@ class QKVMixer(TokenMixer):
         """(B, N, C) -> q, k, v, each (B, N, C): column views of the projection output, no copy.
         ``t.view(B, N, h, d)`` splits heads without a transpose."""
         c = self.dim
-        if self.qkv_layout == 'qkv':
+        if self.qkv_layout != 'q_kv':
             return self.qkv(x).split(c, dim=-1)
         return (self.q(x), *self.kv(x).split(c, dim=-1))
 
-    def kv_bias_weight(self):
-        """Weight (2C, C) and bias (2C or None) of the k and v projections."""
-        layer = self.qkv if self.qkv_layout == 'qkv' else self.kv
-        if self.qkv_layout == 'qkv':
-            bias = None if layer.bias is None else layer.bias[self.dim:]
-            return layer.weight[self.dim:], bias
-        return layer.weight, layer.bias
+    def kv_mean(self, x_mean: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[mean(k) | mean(v)] (B, 2C) over the real tokens, in ``x_mean``'s dtype. An affine
+        projection gives it from ``x_mean`` (B, C), the token mean of its input (mean(x W^T + b) =
+        mean(x) W^T + b); otherwise (BatchNorm on batch statistics) it is taken over k and v."""
+        layer, start, stop = self._rows('kv')
+        affine = affine_rows(layer, start, stop)
+        if affine is not None:
+            weight, bias = affine
+            return F.linear(x_mean, weight.to(x_mean.dtype), None if bias is None else bias.to(x_mean.dtype))
+        kv = torch.cat([k, v], dim=-1).to(x_mean.dtype)
+        if pad_mask is None:
+            return kv.mean(dim=1)
+        real = (~pad_mask).to(x_mean.dtype)[:, None, :]  # (B, 1, N)
+        return (real @ kv).squeeze(1) / real.sum(dim=-1).clamp_min(1)
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N, C) attention result -> projected block output."""

@@ -93,9 +93,8 @@ class InLineAttention(QKVMixer):
                 count = real.sum(dim=-1).clamp_min(1)  # (B, 1)
                 x_mean = (real @ x.to(acc)).squeeze(1) / count
                 count = count[:, :, None, None]  # (B, 1, 1, 1)
-            # mean(k) and mean(v) from mean(x): the projection is affine.
-            weight, bias = self.kv_bias_weight()
-            kv_mean = F.linear(x_mean, weight.to(acc), None if bias is None else bias.to(acc))
+            # mean(k) and mean(v): from mean(x) where the projection is affine (``kv_mean``).
+            kv_mean = self.kv_mean(x_mean, k, v, pad_mask)
             k_mean, v_mean = kv_mean.reshape(b, 2, h, 1, d).unbind(1)  # (B, h, 1, d)
             y = inline_attention(*to_float32(q, k, v), k_mean, v_mean, count, self.scale)
         # Merge heads (and return to the input dtype) in one copy.

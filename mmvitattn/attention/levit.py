@@ -31,24 +31,10 @@ from torch import nn
 
 from ..padding import real_sizes
 from .base import TokenMixer, register_attention
+from .projections import BNLinear
 
 LEVIT_ATTENTIONS = ('softmax', 'armour', 'armour_plus')
 ATTN_BIAS_MODES = ('interpolate', 'clamp')
-
-
-class BNLinear(nn.Module):
-    """Bias-free linear over the channels of tokens (B, N, C), then BatchNorm over all B*N tokens."""
-
-    def __init__(self, in_dim: int, out_dim: int, bn_weight_init: float = 1.0):
-        super().__init__()
-        self.linear = nn.Linear(in_dim, out_dim, bias=False)
-        self.bn = nn.BatchNorm1d(out_dim)
-        nn.init.constant_(self.bn.weight, bn_weight_init)
-        nn.init.zeros_(self.bn.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear(x)
-        return self.bn(y.flatten(0, -2)).view_as(y)
 
 
 def _abs_offsets(q_len: int, k_len: int, q_stride: int, device) -> torch.Tensor:

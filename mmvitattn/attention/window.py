@@ -4,6 +4,7 @@ Windows are padded at run time to the actual map size and the shift mask is comp
 any H x W works (detection maps are rarely square or multiples of the window). Used by the Swin
 family (``backbones/swin.py``) for its ``S`` blocks; registered as ``'swin_window'``.
 """
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..padding import per_image
 from .base import QKVMixer, TokenMixer, check_tokens, register_attention
+from .projections import batch_affine
 
 # Logit added between tokens of different shift regions. The official code uses -100 (not -inf),
 # so a fully masked row can never produce NaN; kept for bit-compatibility with its checkpoints.
@@ -139,14 +141,24 @@ class ShiftedWindowAttention(QKVMixer):
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if check_tokens(x, hw, pad_mask):
             raise ValueError('swin_window attention takes a plain token map without prefix tokens')
+        # A BatchNorm projection (LeViT's 'bn_qkv') on batch statistics is no per-token map: its
+        # statistics are taken over the batch's real tokens, not over windows or image groups.
+        token_wise = self.qkv_layout == 'bn_qkv'
+        qkv = batch_affine(self.qkv, x, pad_mask) if token_wise else None
+        attend = functools.partial(self.attend, qkv=qkv, output=not token_wise)
         if pad_mask is None:
-            return self.attend(x, hw)
+            y = attend(x, hw)
+            return self.output(y) if token_wise else y
         # Windows, shift and shift mask depend on the map size, so an image is attended over its
         # own real map: the result it gets alone. Padded tokens' outputs are zero.
-        return per_image(self.attend, (x, ), hw, pad_mask)
+        y = per_image(attend, (x, ), hw, pad_mask)
+        if token_wise:
+            y = y.masked_scatter(~pad_mask[..., None], self.output(y[~pad_mask]))
+        return y
 
-    def attend(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """(Shifted) window attention over a whole (B, H*W, C) map (no batch padding)."""
+    def attend(self, x: torch.Tensor, hw: Tuple[int, int], qkv=None, output: bool = True) -> torch.Tensor:
+        """(Shifted) window attention over a whole (B, H*W, C) map (no batch padding); ``qkv``:
+        (weight, bias) of the input projection for this batch, ``output``: apply ``proj`` here."""
         b, _, c = x.shape
         h, w = hw
         (wh, ww), (sh, sw) = self.window_and_shift(hw)
@@ -164,7 +176,7 @@ class ShiftedWindowAttention(QKVMixer):
         n = wh * ww
         windows = grid.reshape(b, nwh, wh, nww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)
 
-        q, k, v = self.project_qkv(windows)  # (B*nW, h, n, d)
+        q, k, v = self.project_qkv(windows, qkv)  # (B*nW, h, n, d)
         bias = self.relative_position_bias((wh, ww)).to(q.dtype)  # (h, n, n)
         dropout = self.attn_drop if self.training else 0.0
         if rolled:
@@ -179,7 +191,8 @@ class ShiftedWindowAttention(QKVMixer):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
         y = y.reshape(-1, self.num_heads, n, self.head_dim)
-        y = self.output(self.merge_heads(y))  # (B*nW, n, C)
+        y = self.merge_heads(y)  # (B*nW, n, C)
+        y = self.output(y) if output else y
 
         grid = y.reshape(b, nwh, nww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
         if rolled and not self.shift_first:

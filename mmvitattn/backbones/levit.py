@@ -209,8 +209,9 @@ class LeViT(BackboneBase):
                 down = LeViTShrinkBlock(embed_dims[i - 1], embed_dims[i], key_dim, down_attn_ratio,
                                         down_mlp_ratio, grid, attn_bias_mode, next(dpr), out_bn_init)
                 grid = tuple((g - 1) // 2 + 1 for g in grid)
-            # A registered 'levit' mixer in a stage gets this model's key width, grid and bias rule.
-            defaults = dict(key_dim=key_dim, resolution=grid, bias_mode=attn_bias_mode)
+            # A registered 'levit' mixer in a stage gets this model's key width, grid and bias rule;
+            # any other mixer LeViT's BN-linear projections.
+            defaults = dict(key_dim=key_dim, resolution=grid, bias_mode=attn_bias_mode, qkv_layout='bn_qkv')
             blocks = [LeViTBlock(embed_dims[i], key_dim, num_heads[i], attn_ratio[i], mlp_ratio[i], name, grid,
                                  attn_bias_mode, next(dpr), out_bn_init,
                                  mixer_options(name, defaults, cfg, options=levit_mixer_options))

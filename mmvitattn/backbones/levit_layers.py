@@ -61,8 +61,10 @@ class LeViTMlp(nn.Module):
 class LeViTBlock(nn.Module):
     """x + attn(x), then x + mlp(x). ``attention``: LeViT's own ('softmax', 'armour',
     'armour_plus': :class:`LeViTAttention`), or any other registered mixer, built with
-    ``attn_cfg`` and ``dim // key_dim`` heads (the rule of LeViT's shrinking attention), whose own
-    projections take the place of LeViT's BN-linears."""
+    ``attn_cfg`` and ``dim // key_dim`` heads (the rule of LeViT's shrinking attention, so each
+    head has ``key_dim`` channels) on LeViT's projections: a BN-linear ``qkv``, and Hardswish then
+    a BN-linear ``proj`` whose BatchNorm starts at ``out_bn_init`` (``qkv_layout='bn_qkv'``, the
+    family's default; ``attn_cfg`` may choose plain linears)."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: float, mlp_ratio: float,
                  attention: str, resolution: Tuple[int, int], bias_mode: str, drop_path: float = 0.0,
@@ -76,6 +78,9 @@ class LeViTBlock(nn.Module):
                 raise ValueError(f'{attention!r} attention in LeViT uses dim // key_dim heads: key_dim={key_dim} '
                                  f'must divide the stage width {dim}')
             self.attn = build_attention(attention, dim, dim // key_dim, **(attn_cfg or {}))
+            out_bn = getattr(getattr(self.attn, 'proj', None), 'ln', None)
+            if isinstance(out_bn, BNLinear):  # LeViT's residual branches start as identities
+                nn.init.constant_(out_bn.bn.weight, out_bn_init)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp = LeViTMlp(dim, int(dim * mlp_ratio), out_bn_init)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()

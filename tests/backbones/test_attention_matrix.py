@@ -48,6 +48,21 @@ def test_every_mixer_in_every_family(family, attention):
         assert diff <= TOL, f'{family} x {attention}, level {level}: {diff:.2e}'
 
 
+@pytest.mark.parametrize('attention', ['inline', 'castling', 'cswin'])
+def test_levit_stages_give_any_mixer_its_bn_linear_projections(attention):
+    """In LeViT a registered mixer runs on LeViT's projections: a BN-linear qkv with key_dim
+    channels per head, Hardswish then a BN-linear proj (LeViT's own forms keep their layout)."""
+    from torch import nn
+    from mmvitattn.attention.projections import BNLinear
+    model = FAMILIES['levit'](attention=attention)
+    attn = model.stages[1].blocks[0].attn
+    assert type(attn) is ATTENTIONS[attention] and attn.head_dim == model.key_dim == 16
+    assert isinstance(attn.qkv, BNLinear) and attn.qkv.linear.bias is None
+    assert isinstance(attn.proj.act, nn.Hardswish) and isinstance(attn.proj.ln, BNLinear)
+    plain = FAMILIES['levit'](attention=attention, attn_cfgs=dict(qkv_layout='qkv')).stages[1].blocks[0].attn
+    assert isinstance(plain.qkv, nn.Linear) and isinstance(plain.proj, nn.Linear)
+
+
 def test_window_attention_in_a_plain_vit_needs_no_cls_token():
     with pytest.raises(ValueError, match=r"'swin_window' attention works on windows of the token grid.*"
                                          r"with_cls_token=False"):
