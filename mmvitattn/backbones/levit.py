@@ -66,7 +66,7 @@ from torch import nn
 from ..attention import ATTENTIONS
 from ..attention.levit import (ATTN_BIAS_MODES, LEVIT_ATTENTIONS, BNLinear, LeViTAttention,  # noqa: F401
                                resize_offset_table)
-from ..checkpoint.levit import adapt_levit_armour, convert_levit_checkpoint  # noqa: F401
+from ..checkpoint.levit import convert_levit_checkpoint  # noqa: F401
 from ..padding import downsample_pad_mask, real_sizes, tokens_to_map
 from ..registry import MODELS
 from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
@@ -262,9 +262,9 @@ class LeViT(BackboneBase):
         return block(x, hw, pad_mask)
 
     def convert_pretrained_state(self, state):
-        """timm / official LeViT layouts -> ours (:func:`convert_levit_checkpoint`); a softmax
-        checkpoint warm-starts Armour attentions (:func:`adapt_levit_armour`)."""
-        return adapt_levit_armour(convert_levit_checkpoint(state, self), self)
+        """timm / official LeViT layouts -> ours (:func:`convert_levit_checkpoint`); the loader then
+        warm-starts Armour attentions from a softmax checkpoint (``warm_start_armour``)."""
+        return convert_levit_checkpoint(state, self)
 
     def resize_pretrained_tensor(self, key, tensor, shape):
         """Attention biases trained on another (square) grid -> this model's grid."""

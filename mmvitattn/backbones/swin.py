@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import ATTENTIONS
+from ..checkpoint.loading import drop_derived_buffers
 from ..attention.window import (ShiftedWindowAttention, relative_position_index,  # noqa: F401
                                 resize_relative_position_table, shifted_window_mask)
 from ..registry import MODELS
@@ -118,9 +119,6 @@ class SwinStage(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Checkpoint conversion
 # --------------------------------------------------------------------------------------------
-DROPPED_BUFFERS = ('relative_position_index', 'attn_mask')
-
-
 def is_timm_layout(state_dict: Dict[str, torch.Tensor]) -> bool:
     """timm's Swin keeps each patch merging at the start of the next stage (no layers.0.downsample)."""
     has_downsample = any(re.match(r'layers\.\d+\.downsample\.', k) for k in state_dict)
@@ -132,9 +130,7 @@ def convert_timm_swin(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Te
     """timm ``SwinTransformer`` state dict -> the official layout used here: ``layers.{s}.downsample``
     -> ``layers.{s-1}.downsample``, ``head.fc`` -> ``head``; non-persistent buffers dropped."""
     out = {}
-    for key, value in state_dict.items():
-        if key.rsplit('.', 1)[-1] in DROPPED_BUFFERS:
-            continue
+    for key, value in drop_derived_buffers(state_dict).items():
         key = re.sub(r'^layers\.(\d+)\.downsample\.',
                      lambda m: f'layers.{int(m.group(1)) - 1}.downsample.', key)
         key = re.sub(r'^head\.fc\.', 'head.', key)
@@ -277,7 +273,7 @@ class Swin(BackboneBase):
     def convert_pretrained_state(self, state):
         """timm's Swin layout -> the official one used here; derived buffers are dropped."""
         state = convert_timm_swin(state) if is_timm_layout(state) else state
-        return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] not in DROPPED_BUFFERS}
+        return drop_derived_buffers(state)
 
     def resize_pretrained_tensor(self, key, tensor, shape):
         """A relative-position table of another window (e.g. the 384 models' 12) -> this window."""

@@ -1,13 +1,13 @@
 """LeViT checkpoints: timm's linear- and conv-mode layouts and the official facebookresearch/LeViT
-one -> ours (:func:`convert_levit_checkpoint`), and the softmax -> Armour warm start
-(:func:`adapt_levit_armour`)."""
+one -> ours (:func:`convert_levit_checkpoint`). The softmax -> Armour warm start is the one of
+every family (:func:`mmvitattn.checkpoint.loading.warm_start_armour`)."""
 import re
 from typing import Dict
 
 import torch
 
-from ..attention.levit import LeViTAttention
-from .loading import ConvertedState
+from .loading import drop_derived_buffers, unwrap_state
+
 
 
 def _official_to_ours(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -81,12 +81,7 @@ def convert_levit_checkpoint(checkpoint: Dict, model=None) -> Dict[str, torch.Te
     does not have) are dropped, so an ImageNet checkpoint initializes a backbone.
     Only softmax LeViT checkpoints exist; Armour models have other projection widths.
     """
-    state = checkpoint
-    for wrapper in ('model', 'state_dict'):
-        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.endswith('attention_bias_idxs')}
+    state = drop_derived_buffers(unwrap_state(checkpoint))
     if any(k.startswith('patch_embed.') for k in state):
         state = _official_to_ours(state)
     out = {}
@@ -99,41 +94,5 @@ def convert_levit_checkpoint(checkpoint: Dict, model=None) -> Dict[str, torch.Te
         own = model.state_dict()
         for key in [k for k in out if k.startswith(('head.', 'head_dist.'))]:
             if key not in own or own[key].shape != out[key].shape:
-                del out[key]
-    return out
-
-
-def adapt_levit_armour(state: Dict[str, torch.Tensor], model) -> Dict[str, torch.Tensor]:
-    """Warm-start Armour / Armour+ attentions from a softmax LeViT state dict (ours layout).
-
-    Per head a softmax projection holds [q | k | v]; Armour's holds [q | k | v_own] with
-    v = [q | v_own], Armour+'s [q | k] with v = [q | k]. The shared q is taken from the first
-    ``key_dim`` channels of the value projection (so v starts as the softmax model's v), k from k and
-    v_own from the rest of v. The BatchNorm statistics follow their channels. Returns a state dict
-    whose ``origin`` names the source of every tensor it builds.
-    """
-    out = ConvertedState(state)
-    for name, module in model.named_modules():
-        if not isinstance(module, LeViTAttention) or module.attention == 'softmax':
-            continue
-        src = f'{name}.qkv.'
-        weight = state.get(src + 'linear.weight')
-        kd, val, heads = module.key_dim, module.val_dim, module.num_heads
-        if weight is None or weight.shape[0] != heads * (2 * kd + val):
-            continue  # not a softmax projection: already Armour, or absent
-        # Per head the softmax rows are q: [0, kd), k: [kd, 2kd), v: [2kd, 2kd + val).
-        per_head = [torch.arange(2 * kd, 3 * kd), torch.arange(kd, 2 * kd)]  # q <- v[:kd], k <- k
-        if module.attention == 'armour':
-            per_head.append(torch.arange(3 * kd, 2 * kd + val))  # v_own <- v[kd:]
-        index = torch.cat([torch.cat(per_head) + h * (2 * kd + val) for h in range(heads)])
-        dst = f'{name}.{"qk" if module.attention == "armour_plus" else "qkv"}.'
-        for leaf in ('linear.weight', 'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var'):
-            if src + leaf in state:
-                out[dst + leaf] = state[src + leaf].index_select(0, index)
-                out.origin[dst + leaf] = src + leaf
-        if src + 'bn.num_batches_tracked' in state:
-            out[dst + 'bn.num_batches_tracked'] = state[src + 'bn.num_batches_tracked']
-        if dst != src:
-            for key in [k for k in out if k.startswith(src)]:
                 del out[key]
     return out

@@ -1,5 +1,5 @@
 """One path from a pretrained file to a backbone: read it as data, pick its state dict, convert the
-key layout, adapt attention projections, resize position tables, load, and report what happened.
+key layout, warm-start Armour projections (:func:`warm_start_armour`), resize position tables, load, and report what happened.
 
 Every backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and
 ``tools/convert_checkpoint.py`` use :func:`load_pretrained`. Families plug in through two methods
@@ -31,6 +31,26 @@ EMA_ENTRIES = ('state_dict_ema', 'model_ema', 'ema_state_dict')
 # Buffers the models derive themselves; files of other codebases save them.
 DERIVED_BUFFERS = ('relative_position_index', 'attn_mask', 'attention_bias_idxs')
 HEAD_PREFIXES = ('head.', 'head_dist.', 'fc.')
+
+
+def strip_module_prefix(state: Dict) -> Dict:
+    """Keys saved from a DataParallel / DistributedDataParallel wrapper lose their ``module.``."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def unwrap_state(checkpoint: Dict) -> Dict:
+    """The weights of a checkpoint that wraps them in a ``model`` or ``state_dict`` entry (the
+    official releases, mmengine), ``module.`` stripped; a bare state dict as it is."""
+    state = checkpoint
+    for entry in ('model', 'state_dict'):
+        if isinstance(state, dict) and isinstance(state.get(entry), dict):
+            state = state[entry]
+    return strip_module_prefix(state)
+
+
+def drop_derived_buffers(state: Dict) -> Dict:
+    """Without the buffers the models derive themselves (``DERIVED_BUFFERS``)."""
+    return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] not in DERIVED_BUFFERS}
 
 
 class ConvertedState(dict):
@@ -131,24 +151,65 @@ def select_state_dict(checkpoint: dict, use_ema: bool = False, source: str = '<d
         raise KeyError(f'use_ema=True but checkpoint {source} has no EMA weights; expected one of '
                        f'{EMA_ENTRIES}, found entries {sorted(checkpoint)}')
     state = checkpoint[entry] if entry else checkpoint
-    tensors = {k[len('module.'):] if k.startswith('module.') else k: v
-               for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = strip_module_prefix({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
     if not tensors:
         raise CheckpointReadError(f'checkpoint {source} has no tensors (entries: {sorted(checkpoint)[:10]})')
     return tensors, entry or '<top level>'
 
 
-def adapt_armour_projections(state: Dict[str, torch.Tensor], model: nn.Module) -> None:
-    """Warm start Armour (W_Q = W_V) from a softmax checkpoint: the shared ``kv`` linear takes the
-    key and value rows of the checkpoint's ``qkv`` (the query rows are dropped). Edits ``state``."""
+def armour_rows(heads: int, key_dim: int, val_dim: int, parts) -> Tuple[torch.Tensor, int]:
+    """Row index into a softmax projection laid out per head as [q | k | v] (``key_dim``,
+    ``key_dim``, ``val_dim`` rows) that gives an Armour projection with per-head rows ``parts``:
+    ``'shared'`` (W_Q = W_V: the first ``key_dim`` rows of v, so v starts as the softmax model's),
+    ``'k'``, ``'v_own'`` (the rest of v). Also returns the softmax projection's row count."""
+    spans = {'shared': (2 * key_dim, 3 * key_dim), 'k': (key_dim, 2 * key_dim),
+             'v_own': (3 * key_dim, 2 * key_dim + val_dim)}
+    per_head = torch.cat([torch.arange(*spans[p]) for p in parts])
+    width = 2 * key_dim + val_dim
+    return torch.cat([per_head + h * width for h in range(heads)]), heads * width
+
+
+def _armour_targets(model: nn.Module):
+    """(source prefix, target prefix, (row index, softmax rows)) of every Armour projection of ``model``
+    that a softmax checkpoint's ``qkv`` warm-starts."""
     from ..attention.armour import ArmourAttention
+    from ..attention.levit import LeViTAttention
     for name, module in model.named_modules():
-        if not isinstance(module, ArmourAttention):
-            continue
-        for leaf in ('weight', 'bias'):
-            qkv = state.get(f'{name}.qkv.{leaf}')
-            if f'{name}.kv.{leaf}' not in state and qkv is not None and qkv.shape[0] == 3 * module.dim:
-                state[f'{name}.kv.{leaf}'] = qkv[module.dim:]
+        if isinstance(module, ArmourAttention):
+            # Fused [q | k | v] rows (one "head" of width C); Armour's kv holds [k | shared].
+            c = module.dim
+            yield f'{name}.qkv.', f'{name}.kv.', armour_rows(1, c, c, ('k', 'shared'))
+        elif isinstance(module, LeViTAttention) and module.attention != 'softmax':
+            parts = ('shared', 'k', 'v_own') if module.attention == 'armour' else ('shared', 'k')
+            dst = f'{name}.{"qk" if module.attention == "armour_plus" else "qkv"}.'
+            yield f'{name}.qkv.', dst, armour_rows(module.num_heads, module.key_dim, module.val_dim, parts)
+
+
+def warm_start_armour(state: Dict[str, torch.Tensor], model: nn.Module) -> 'ConvertedState':
+    """Warm-start every Armour projection of ``model`` (ViT/DeiT/PVT's ``ArmourAttention`` and
+    LeViT's Armour / Armour+ forms) from a softmax state dict (our layout): the shared q/v rows come
+    from the value projection, k from k, an own part of v from the rest of v. Every leaf of the
+    projection (a linear's weight and bias, a BN-linear's weight and BatchNorm statistics) follows
+    its rows. A target already in ``state`` (an Armour checkpoint, PVT's ``kv``) is left as it is.
+    Returns a state dict whose ``origin`` names the source of every tensor it builds."""
+    out = ConvertedState(state)
+    own = model.state_dict()
+    for src, dst, (index, rows) in _armour_targets(model):
+        leaves = [k[len(dst):] for k in own if k.startswith(dst)]
+        first = next((state.get(src + leaf) for leaf in leaves if leaf.endswith('weight')), None)
+        if first is None or first.shape[0] != rows or any(dst + leaf in state for leaf in leaves
+                                                                            if dst != src):
+            continue  # no softmax projection here: already Armour, or absent
+        for leaf in leaves:
+            value = state.get(src + leaf)
+            if value is None:
+                continue
+            out[dst + leaf] = value if value.dim() == 0 else value.index_select(0, index)
+            out.origin[dst + leaf] = src + leaf
+        if dst != src:
+            for key in [k for k in out if k.startswith(src)]:
+                del out[key]
+    return out
 
 
 def _drop_reason(key: str) -> str:
@@ -183,8 +244,7 @@ def load_pretrained(model: nn.Module, checkpoint, prefix: Optional[str] = None, 
         raise KeyError(f'checkpoint {source} has no keys under prefix {prefix!r}')
 
     convert = getattr(model, 'convert_pretrained_state', None)
-    state = convert(dict(file_state)) if convert else dict(file_state)
-    adapt_armour_projections(state, model)
+    state = warm_start_armour(convert(dict(file_state)) if convert else dict(file_state), model)
 
     report = LoadReport(source=str(source), entry=entry)
     mismatched = []

@@ -7,6 +7,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..backbones.common import resize_pos_embed
+from .loading import unwrap_state
 
 
 def convert_vit_checkpoint(checkpoint: dict, model=None, prefix: Optional[str] = None,
@@ -23,15 +24,8 @@ def convert_vit_checkpoint(checkpoint: dict, model=None, prefix: Optional[str] =
       ``src_grid`` is given.
     Names already match the released classes, so nothing else is renamed.
     """
-    state = checkpoint
-    for key in ('model', 'state_dict'):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
     out = {}
-    for k, v in state.items():
-        if k.startswith('module.'):
-            k = k[len('module.'):]
+    for k, v in unwrap_state(checkpoint).items():
         if prefix:
             if not k.startswith(prefix):
                 continue
