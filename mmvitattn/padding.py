@@ -3,19 +3,25 @@
 mmdet and mmseg pad every image of a batch at the bottom/right. Our data preprocessors attach the
 (B, H, W) pixel mask (True = padding) to the batch tensor they return (:func:`attach_pad_mask`),
 which stock models hand to ``backbone(inputs)``; :func:`resolve_pad_mask` reads and checks it.
-Because padding is bottom/right, a mask is fully described by each image's real size
-(:func:`real_sizes`), and after any stride ``s`` an image of real size (h, w) covers
-``ceil(h / s) x ceil(w / s)`` positions (:func:`strided_size`, :func:`downsample_pad_mask`).
+Because padding is bottom/right, a mask is fully described by each image's real size, and a mask
+made from sizes carries them (attribute ``PAD_SIZES_ATTR``: the preprocessors' masks and every
+mask :func:`pad_mask_from_sizes` and :func:`downsample_pad_mask` make), so consumers read the sizes
+(:func:`image_sizes`) instead of rebuilding them from the mask (:func:`real_sizes`, the fallback
+for a mask given without them). After any stride ``s`` an image of real size (h, w) covers
+``ceil(h / s) x ceil(w / s)`` positions (:func:`strided_size`, the one rule; :func:`downsample_pad_mask`).
 :func:`tokens_to_map` turns tokens into the NCHW map a head reads, with padding zeroed.
 """
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 # Name of the attribute under which our data preprocessors attach the (B, H, W) pixel padding
 # mask to the batch tensor they return. Stock detectors / segmentors hand that very tensor to
 # ``backbone(inputs)``, so a backbone finds the mask there without any change to the model.
 PAD_MASK_ATTR = 'mmvitattn_pad_mask'
+# Name of the attribute under which a padding mask carries each image's real (h, w), a list.
+PAD_SIZES_ATTR = 'mmvitattn_real_sizes'
 
 Size = Tuple[int, int]
 
@@ -24,6 +30,25 @@ def attach_pad_mask(inputs: torch.Tensor, pad_mask: Optional[torch.Tensor]) -> t
     """Attach (or, with None, clear) the pixel padding mask of a batch tensor; returns it."""
     setattr(inputs, PAD_MASK_ATTR, pad_mask)
     return inputs
+
+
+def with_sizes(mask: Optional[torch.Tensor], sizes: Optional[Sequence[Size]]) -> Optional[torch.Tensor]:
+    """Let ``mask`` carry each image's real (h, w) ``sizes`` (see :func:`image_sizes`); returns it."""
+    if mask is not None and sizes is not None:
+        setattr(mask, PAD_SIZES_ATTR, [(int(h), int(w)) for h, w in sizes])
+    return mask
+
+
+def carry_sizes(mask: Optional[torch.Tensor], source: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``mask`` (a reshape or slice of the same map's mask ``source``) carrying ``source``'s sizes."""
+    return with_sizes(mask, getattr(source, PAD_SIZES_ATTR, None))
+
+
+def image_sizes(pad_mask: torch.Tensor, hw: Optional[Size] = None) -> List[Size]:
+    """Each image's real (h, w): the sizes the mask carries, else read off the mask (:func:`real_sizes`;
+    ``hw``: the map of a token mask)."""
+    sizes = getattr(pad_mask, PAD_SIZES_ATTR, None)
+    return list(sizes) if sizes is not None else real_sizes(pad_mask, hw)
 
 
 def pad_mask_from_sizes(batch_hw: Size, sizes: Sequence[Size], device=None) -> Optional[torch.Tensor]:
@@ -39,7 +64,7 @@ def pad_mask_from_sizes(batch_hw: Size, sizes: Sequence[Size], device=None) -> O
     valid = torch.tensor(sizes, device=device)
     rows = torch.arange(height, device=device)[None, :, None] >= valid[:, 0, None, None]
     cols = torch.arange(width, device=device)[None, None, :] >= valid[:, 1, None, None]
-    return rows | cols
+    return with_sizes(rows | cols, sizes)
 
 
 def real_sizes(pad_mask: torch.Tensor, hw: Optional[Size] = None) -> List[Size]:
@@ -57,18 +82,29 @@ def strided_size(size: Size, stride: int) -> Size:
     return (-(-size[0] // stride), -(-size[1] // stride))
 
 
+def pad_to_multiple(x: torch.Tensor, pad_mask: Optional[torch.Tensor], stride: int):
+    """Zero-pad images (B, C, H, W) at the bottom/right to a multiple of ``stride`` (as an image run
+    alone is), and their pixel mask with it (the real sizes are unchanged); returns both."""
+    extra_h, extra_w = -x.shape[2] % stride, -x.shape[3] % stride
+    if extra_h or extra_w:
+        x = F.pad(x, (0, extra_w, 0, extra_h))
+        if pad_mask is not None:
+            pad_mask = carry_sizes(F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True), pad_mask)
+    return x, pad_mask
+
+
 def downsample_pad_mask(pad_mask: Optional[torch.Tensor], hw: Size, stride: int,
                         in_hw: Optional[Size] = None) -> Optional[torch.Tensor]:
     """A (B, H, W) mask (or a (B, H*W) token mask of the map ``in_hw``) -> the (B, h*w) token mask
     of the ``hw`` map a stride-``stride`` layer makes of it (:func:`strided_size`)."""
     if pad_mask is None:
         return None
-    sizes = [strided_size(s, stride) for s in real_sizes(pad_mask, in_hw)]
+    sizes = [strided_size(s, stride) for s in image_sizes(pad_mask, in_hw)]
     sizes = [(min(h, hw[0]), min(w, hw[1])) for h, w in sizes]
     mask = pad_mask_from_sizes(hw, sizes, pad_mask.device)
     if mask is None:
         mask = torch.zeros(pad_mask.shape[0], *hw, dtype=torch.bool, device=pad_mask.device)
-    return mask.flatten(1)
+    return with_sizes(mask.flatten(1), sizes)
 
 
 def per_image(fn, tensors: Sequence[torch.Tensor], hw: Size, pad_mask: torch.Tensor) -> torch.Tensor:
@@ -78,7 +114,7 @@ def per_image(fn, tensors: Sequence[torch.Tensor], hw: Size, pad_mask: torch.Ten
     b = tensors[0].shape[0]
     out = tensors[-1].new_zeros(b, *hw, tensors[-1].shape[-1])
     groups = {}
-    for i, size in enumerate(real_sizes(pad_mask, hw)):
+    for i, size in enumerate(image_sizes(pad_mask, hw)):
         groups.setdefault(size, []).append(i)
     for (h, w), idx in groups.items():
         if h == 0 or w == 0:
@@ -100,7 +136,7 @@ def tokens_to_map(tokens: torch.Tensor, hw: Size, token_pad: Optional[torch.Tens
         return grid.transpose(1, 2).reshape(b, c, *hw).contiguous()
     grid_pad = token_pad[:, n - hw[0] * hw[1]:]
     out = (grid * ~grid_pad[..., None]).transpose(1, 2).reshape(b, c, *hw).contiguous()
-    return attach_pad_mask(out, grid_pad.reshape(b, *hw))  # for a neck that needs it
+    return attach_pad_mask(out, carry_sizes(grid_pad.reshape(b, *hw), token_pad))  # for a neck that needs it
 
 
 def check_images(x: torch.Tensor, channels: Optional[int], owner: str) -> None:
@@ -137,4 +173,4 @@ def resolve_pad_mask(x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None,
     if not torch.equal(torch.zeros_like(pad_mask) if rect is None else rect, pad_mask):
         raise ValueError('pad_mask must mark bottom/right padding: the real pixels of each image '
                          'must form a top-left rectangle')
-    return None if rect is None else pad_mask
+    return rect  # the same mask, carrying the sizes

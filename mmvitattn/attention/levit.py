@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..padding import real_sizes
+from ..padding import image_sizes, strided_size
 from .base import TokenMixer, register_attention
 from .projections import BNLinear
 
@@ -94,8 +94,9 @@ class _BiasedAttention(nn.Module):
         table = self.attention_biases.view(-1, *self.resolution)
         table = resize_offset_table(table, (kh, kw), self.bias_mode)
         dev = table.device
-        dy = _abs_offsets((kh - 1) // s + 1, kh, s, dev)  # (Hq, Hk)
-        dx = _abs_offsets((kw - 1) // s + 1, kw, s, dev)  # (Wq, Wk)
+        qh, qw = strided_size((kh, kw), s)  # queries on every s-th row and column
+        dy = _abs_offsets(qh, kh, s, dev)  # (Hq, Hk)
+        dx = _abs_offsets(qw, kw, s, dev)  # (Wq, Wk)
         bias = table[:, dy[:, None, :, None], dx[None, :, None, :]]  # (heads, Hq, Wq, Hk, Wk)
         return bias.reshape(table.shape[0], dy.shape[0] * dx.shape[0], kh * kw)
 
@@ -108,12 +109,11 @@ class _BiasedAttention(nn.Module):
         kh, kw = key_hw
         s = self.q_stride
         heads = self.attention_biases.shape[0]
-        out = self.attention_biases.new_zeros(key_pad.shape[0], heads, (kh - 1) // s + 1, (kw - 1) // s + 1,
-                                              kh, kw)
+        out = self.attention_biases.new_zeros(key_pad.shape[0], heads, *strided_size((kh, kw), s), kh, kw)
         cache = {}
-        for i, (h, w) in enumerate(real_sizes(key_pad, key_hw)):
+        for i, (h, w) in enumerate(image_sizes(key_pad, key_hw)):
             if (h, w) not in cache:
-                cache[h, w] = self.attention_bias((h, w)).reshape(heads, (h - 1) // s + 1, (w - 1) // s + 1, h, w)
+                cache[h, w] = self.attention_bias((h, w)).reshape(heads, *strided_size((h, w), s), h, w)
             bias = cache[h, w]
             out[i, :, :bias.shape[1], :bias.shape[2], :h, :w] = bias
         out = out.reshape(out.shape[0], heads, -1, kh * kw)
@@ -233,8 +233,7 @@ class LeViTShrinkAttention(_BiasedAttention):
         self._init_bias(self.num_heads, resolution, stride, bias_mode)
 
     def out_hw(self, hw: Tuple[int, int]) -> Tuple[int, int]:
-        s = self.stride
-        return ((hw[0] - 1) // s + 1, (hw[1] - 1) // s + 1)
+        return strided_size(hw, self.stride)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attention import build_attention
-from ..padding import PAD_MASK_ATTR, downsample_pad_mask, resolve_pad_mask  # noqa: F401
+from ..padding import PAD_MASK_ATTR, downsample_pad_mask, pad_to_multiple, resolve_pad_mask  # noqa: F401
 
 
 class Mlp(nn.Module):
@@ -82,11 +82,7 @@ class PatchEmbed(nn.Module):
         """(B, C, H, W) [+ (B, H, W) pixel padding mask] -> tokens (B, N, dim), (h, w), token mask."""
         s = self.stride
         if not self.overlap:
-            extra_h, extra_w = -x.shape[2] % s, -x.shape[3] % s
-            if extra_h or extra_w:
-                x = F.pad(x, (0, extra_w, 0, extra_h))
-                if pad_mask is not None:
-                    pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
+            x, pad_mask = pad_to_multiple(x, pad_mask, s)
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
         tokens = self.norm(x.flatten(2).transpose(1, 2))

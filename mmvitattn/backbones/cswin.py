@@ -47,7 +47,6 @@ backbone ``segmentation/backbone/cswin_transformer.py``) and the released InLine
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
@@ -56,7 +55,7 @@ from ..attention.cswin import LePEAttention, cross_shaped_mix, stripe_branches  
 from ..attention.base import check_heads
 from ..registry import MODELS
 from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
-from ..padding import downsample_pad_mask, tokens_to_map
+from ..padding import PAD_MASK_ATTR, downsample_pad_mask, pad_to_multiple, tokens_to_map
 from .common import (BackboneBase, Mlp, check_out_indices, init_transformer_weights,
                      per_stage)
 
@@ -164,11 +163,7 @@ class ConvStem(nn.Sequential):
         super().__init__(nn.Conv2d(in_channels, dim, 7, stride=4, padding=2), nn.Flatten(2), nn.LayerNorm(dim))
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
-        extra_h, extra_w = -x.shape[2] % 4, -x.shape[3] % 4
-        if extra_h or extra_w:
-            x = F.pad(x, (0, extra_w, 0, extra_h))
-            if pad_mask is not None:
-                pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
+        x, pad_mask = pad_to_multiple(x, pad_mask, 4)
         x = self[0](x)
         hw = (x.shape[2], x.shape[3])
         return self[2](self[1](x).transpose(1, 2)), hw, downsample_pad_mask(pad_mask, hw, 4)
@@ -289,7 +284,6 @@ class CSwin(BackboneBase):
 
     def forward_stages(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Yield (last tokens (B, N, C), NCHW map to return) for every stage, in order."""
-        b = x.shape[0]
         grid = grid_pad = None
         for i in range(self.num_stages):
             if i == 0:
@@ -301,14 +295,11 @@ class CSwin(BackboneBase):
             out = tokens
             if self.out_norm and i in self.out_indices:
                 out = getattr(self, f'out_norm{i + 1}')(tokens)  # on the output only, not the next stage
-            if token_pad is not None:
-                # Padded positions leave each stage as zeros, which is what the next merge conv
-                # sees as its zero padding when the image runs alone.
-                keep = ~token_pad.unsqueeze(-1)
-                tokens, out = tokens * keep, out * keep
-                grid_pad = token_pad.reshape(b, *hw)
-            grid = tokens.transpose(1, 2).reshape(b, -1, *hw)
-            yield tokens, tokens_to_map(out, hw)
+            # Padded positions leave each stage as zeros, which is what the next merge conv sees
+            # as its zero padding when the image runs alone; the map carries its mask.
+            grid = tokens_to_map(tokens, hw, token_pad)
+            grid_pad = getattr(grid, PAD_MASK_ATTR, None)
+            yield tokens, tokens_to_map(out, hw, token_pad)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps

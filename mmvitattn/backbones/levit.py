@@ -59,7 +59,6 @@ import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
@@ -67,7 +66,7 @@ from ..attention import ATTENTIONS
 from ..attention.levit import (ATTN_BIAS_MODES, LEVIT_ATTENTIONS, BNLinear, LeViTAttention,  # noqa: F401
                                resize_offset_table)
 from ..checkpoint.levit import convert_levit_checkpoint  # noqa: F401
-from ..padding import downsample_pad_mask, real_sizes, tokens_to_map
+from ..padding import downsample_pad_mask, image_sizes, pad_to_multiple, strided_size, tokens_to_map, with_sizes
 from ..registry import MODELS
 from .attention_spec import constructor_options, mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import BackboneBase, check_out_indices, per_stage
@@ -208,7 +207,7 @@ class LeViT(BackboneBase):
             if i > 0:
                 down = LeViTShrinkBlock(embed_dims[i - 1], embed_dims[i], key_dim, down_attn_ratio,
                                         down_mlp_ratio, grid, attn_bias_mode, next(dpr), out_bn_init)
-                grid = tuple((g - 1) // 2 + 1 for g in grid)
+                grid = strided_size(grid, 2)
             # A registered 'levit' mixer in a stage gets this model's key width, grid and bias rule;
             # any other mixer LeViT's BN-linear projections.
             defaults = dict(key_dim=key_dim, resolution=grid, bias_mode=attn_bias_mode, qkv_layout='bn_qkv')
@@ -288,11 +287,7 @@ class LeViT(BackboneBase):
     def forward_levels(self, x: torch.Tensor, last_level: int = NUM_LEVELS - 1,
                        pad_mask: Optional[torch.Tensor] = None):
         """Run up to ``last_level``; return the final tokens, their grid and {level: output map}."""
-        extra_h, extra_w = -x.shape[2] % STEM_STRIDE, -x.shape[3] % STEM_STRIDE
-        if extra_h or extra_w:
-            x = F.pad(x, (0, extra_w, 0, extra_h))
-            if pad_mask is not None:
-                pad_mask = F.pad(pad_mask, (0, extra_w, 0, extra_h), value=True)
+        x, pad_mask = pad_to_multiple(x, pad_mask, STEM_STRIDE)
         outs = {}
         if pad_mask is None:
             x, stem_maps = self.stem(x)
@@ -323,9 +318,8 @@ class LeViT(BackboneBase):
         those zeros are part of its input, so its stem-valid region is its size rounded up to 16;
         beyond it, each conv's input must be zero (the conv's own zero padding alone). Returns the
         stride-16 map, the stride-4/8 maps (zero beyond the valid region) and the token mask."""
-        rows, cols = (torch.tensor(s, device=x.device) for s in zip(*real_sizes(pad_mask)))
-        rows = -(-rows // STEM_STRIDE) * STEM_STRIDE
-        cols = -(-cols // STEM_STRIDE) * STEM_STRIDE
+        sizes = [strided_size(s, STEM_STRIDE) for s in image_sizes(pad_mask)]  # the token grids
+        rows, cols = (torch.tensor(s, device=x.device) * STEM_STRIDE for s in zip(*sizes))
         stem = self.stem
         maps = []
         for i in range(4):
@@ -338,7 +332,7 @@ class LeViT(BackboneBase):
             x = x * keep[:, None].to(x.dtype)
             if i in (1, 2):
                 maps.append(x)
-        return x, tuple(maps), ~keep.flatten(1)
+        return x, tuple(maps), with_sizes(~keep.flatten(1), sizes)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded; default: the mask our

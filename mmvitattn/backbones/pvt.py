@@ -37,7 +37,7 @@ from torch import nn
 
 from ..attention import ATTENTIONS
 from ..registry import MODELS
-from ..padding import real_sizes, tokens_to_map
+from ..padding import PAD_MASK_ATTR, image_sizes, strided_size, tokens_to_map
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs, stage_summary
 from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, check_out_indices,
                      init_transformer_weights, per_stage, resize_pos_embed, resize_pos_embed_per_image)
@@ -221,14 +221,11 @@ class PVT(BackboneBase):
             out = tokens
             if self.out_norm and i in self.out_indices:
                 out = getattr(self, f'out_norm{i + 1}')(tokens)  # on the output only, not the next stage
-            if token_pad is not None:
-                # Padded positions leave each stage as zeros, exactly what the next stage's
-                # patch embedding sees as zero padding when the image runs alone.
-                keep = ~token_pad.unsqueeze(-1)
-                tokens, out = tokens * keep, out * keep
-                pad_mask = token_pad.reshape(-1, *hw)
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
-            yield x, tokens_to_map(out, hw)
+            # Padded positions leave each stage as zeros, exactly what the next stage's patch
+            # embedding sees as zero padding when the image runs alone; the map carries its mask.
+            x = tokens_to_map(tokens, hw, token_pad)
+            pad_mask = getattr(x, PAD_MASK_ATTR, None)
+            yield x, tokens_to_map(out, hw, token_pad)
 
     def stage_pos_embed(self, index: int, hw, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Stage ``index``'s position embedding for an (h, w) token map: (1, h*w, C), or with a
@@ -236,7 +233,7 @@ class PVT(BackboneBase):
         pos_embed = getattr(self, f'pos_embed{index + 1}')
         if token_pad is None:
             return resize_pos_embed(pos_embed, self.pos_grids[index], hw, **self.interpolation)
-        return resize_pos_embed_per_image(pos_embed, self.pos_grids[index], hw, real_sizes(token_pad, hw),
+        return resize_pos_embed_per_image(pos_embed, self.pos_grids[index], hw, image_sizes(token_pad, hw),
                                           **self.interpolation)
 
     def check_input_size(self, hw) -> None:
@@ -246,7 +243,7 @@ class PVT(BackboneBase):
             blocks = getattr(self, f'block{i + 1}')
             r = getattr(blocks[0].attn, 'sr_ratio', 1) if len(blocks) else 1
             stride = 4 * 2**i
-            side = [-(-n // stride) for n in hw]
+            side = strided_size(hw, stride)
             if r > 1 and min(side) < r:
                 raise ValueError(f'input {hw[0]}x{hw[1]} is too small for {type(self).__name__}: stage {i + 1} '
                                  f'(stride {stride}) gets a {side[0]}x{side[1]} token map, smaller than its '
@@ -257,7 +254,7 @@ class PVT(BackboneBase):
         data preprocessors attach to ``x``] -> tuple of NCHW maps."""
         pad_mask = self.resolve_pad_mask(x, pad_mask)
         if pad_mask is not None:  # every image of the batch must fit on its own
-            sizes = real_sizes(pad_mask)
+            sizes = image_sizes(pad_mask)
             self.check_input_size((min(h for h, _ in sizes), min(w for _, w in sizes)))
         return self.select_outputs(feat for _, feat in self.forward_stages(x, pad_mask))
 

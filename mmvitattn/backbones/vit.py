@@ -42,7 +42,7 @@ from torch import nn
 from ..attention import ATTENTIONS
 from ..checkpoint.vit import convert_vit_checkpoint
 from ..necks.simple_pyramid import LayerNorm2d, build_rescale, init_rescale_weights, rescale_level
-from ..padding import real_sizes, tokens_to_map
+from ..padding import image_sizes, tokens_to_map
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
 from .common import (BackboneBase, Block, PatchEmbed, check_interpolation, init_transformer_weights, per_stage,
@@ -303,6 +303,7 @@ class ViT(BackboneBase):
     def embed(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images -> tokens (B, prefix + h*w, C) with position embedding, (h, w), token mask."""
         tokens, hw, token_pad = self.patch_embed(x, pad_mask)
+        sizes = None if token_pad is None else image_sizes(token_pad, hw)  # each image's token grid
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
             if token_pad is not None:
@@ -312,7 +313,7 @@ class ViT(BackboneBase):
                                    self.interpolate_mode, self.interpolate_antialias)
         else:
             # Each image gets the embedding resized to its own grid, as when it runs alone.
-            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, real_sizes(token_pad, hw),
+            pos = resize_pos_embed_per_image(self.pos_embed, self.pos_grid, hw, sizes,
                                              self.num_prefix_tokens, mode=self.interpolate_mode,
                                              antialias=self.interpolate_antialias)
         return tokens + pos, hw, token_pad

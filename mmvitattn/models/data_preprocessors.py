@@ -5,7 +5,9 @@ to a fixed size) with zeros. Our backbones exclude padded pixels from attention 
 mixing when they know where they are. These subclasses of the stock preprocessors run the
 parent's forward unchanged, then compute the (B, H, W) pixel mask (True = padding) from each
 data sample's ``img_shape`` against the batch size and attach it to the returned ``inputs``
-tensor (attribute ``PAD_MASK_ATTR``). Stock detectors and segmentors pass that same tensor
+tensor (attribute ``PAD_MASK_ATTR``); the mask carries every image's real (h, w) (attribute
+``PAD_SIZES_ATTR``, read by :func:`mmvitattn.padding.image_sizes`), so no backbone rebuilds the
+sizes from the mask. Stock detectors and segmentors pass that same tensor
 object to ``backbone(inputs)``, where :func:`mmvitattn.padding.resolve_pad_mask` reads it; no model code
 changes. A batch without padding gets no mask, so it costs nothing. A tensor derived from
 ``inputs`` (a crop, a copy) carries no mask and the backbone then runs unmasked, as before.
@@ -18,7 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..padding import PAD_MASK_ATTR, attach_pad_mask, pad_mask_from_sizes
+from ..padding import PAD_MASK_ATTR, PAD_SIZES_ATTR, attach_pad_mask, pad_mask_from_sizes  # noqa: F401
 from ..registry import MODELS
 
 __all__ = ['PadMaskDetDataPreprocessor', 'PadMaskSegDataPreProcessor', 'batch_pad_mask', 'PAD_MASK_ATTR']
@@ -26,7 +28,8 @@ __all__ = ['PadMaskDetDataPreprocessor', 'PadMaskSegDataPreProcessor', 'batch_pa
 
 def batch_pad_mask(inputs: torch.Tensor, data_samples: Optional[Sequence]) -> Optional[torch.Tensor]:
     """(B, H, W) pixel padding mask of a padded batch from its data samples' ``img_shape``
-    (the image size before padding); None when nothing is padded or no sizes are known."""
+    (the image size before padding), carrying those sizes; None when nothing is padded or no
+    sizes are known."""
     if not data_samples:
         return None
     if len(data_samples) != inputs.shape[0]:

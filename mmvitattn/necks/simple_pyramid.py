@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import nn
 
-from ..padding import PAD_MASK_ATTR, attach_pad_mask, downsample_pad_mask
+from ..padding import PAD_MASK_ATTR, attach_pad_mask, downsample_pad_mask, strided_size
 from ..registry import MODELS
 
 
@@ -52,7 +52,7 @@ def scaled_pad(grid_pad: torch.Tensor, scale: float) -> torch.Tensor:
     if scale > 1:
         s = int(scale)
         return grid_pad.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
-    hw = (-(-grid_pad.shape[1] // 2), -(-grid_pad.shape[2] // 2))
+    hw = strided_size(tuple(grid_pad.shape[1:]), 2)
     return downsample_pad_mask(grid_pad, hw, 2).reshape(-1, *hw)
 
 

@@ -19,7 +19,8 @@ EXAMPLE = re.compile(r'``?((?:attn_cfgs|attention)=[^`]+)``?')
 
 def documented_examples():
     """(file, example) for every inline-code ``attention=...`` / ``attn_cfgs=...``."""
-    files = [ROOT / 'README.md', *sorted((ROOT / 'mmvitattn').rglob('*.py'))]
+    files = [ROOT / 'README.md', *sorted((ROOT / 'docs').rglob('*.md')), *sorted((ROOT / 'mmvitattn').rglob('*.py')),
+             *sorted((ROOT / 'tools').rglob('*.py'))]
     found = set()
     for path in files:
         for example in EXAMPLE.findall(path.read_text()):
@@ -136,6 +137,14 @@ def cswin_stripe_padding(kwargs):
     return models
 
 
+def levit_plain_linears(kwargs):
+    """LeViT's stages give a registered mixer BN-linear projections unless told otherwise."""
+    model = FAMILIES['levit'](attention='inline', **kwargs)
+    attn = model.stages[0].blocks[0].attn
+    assert attn.qkv_layout == 'qkv' and isinstance(attn.qkv, torch.nn.Linear)
+    return [model]
+
+
 def swin_shift_first(kwargs):
     model = Swin(**{**SMALL_SWIN_B, 'attention': 'S', **kwargs})
     windows = [m.attn for stage in stages_of(model) for m in stage]
@@ -153,6 +162,7 @@ EXAMPLES = {
     "attn_cfgs=[{}, {}, dict(aux_softmax=True), dict(sr_ratio=2)]": pvt_stage_options,
     "attn_cfgs=dict(swin_window=dict(shift_first=True))": swin_shift_first,
     "attn_cfgs=dict(stripe_padding='center')": cswin_stripe_padding,
+    "attn_cfgs=dict(qkv_layout='qkv')": levit_plain_linears,
     "attention='inline'": every_family('inline'),
     "attention='sra'": pvt_v2_sra,
     "attention='S'": swin([['swin_window'] * 2, ['swin_window'] * 2, ['swin_window'] * 4, ['swin_window'] * 2]),

@@ -169,6 +169,25 @@ def test_explicit_mask_equals_attached_mask():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize('name', ['vit-inline', 'pvt-sra', 'levit-softmax', 'swin-window-inline-castling-armour',
+                                  'cswin-inline-stripes'])
+def test_backbones_read_the_real_sizes_the_preprocessor_attaches(name, monkeypatch):
+    """The attached mask carries each image's real (h, w); no backbone rebuilds them from a mask."""
+    import mmvitattn.padding as padding
+    model = build_detector(BACKBONES[name])
+    small, large = images()
+    data = model.data_preprocessor(det_batch([large, small]), False)
+    mask = getattr(data['inputs'], PAD_MASK_ATTR)
+    assert getattr(mask, padding.PAD_SIZES_ATTR) == [LARGE, SMALL]
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError('real sizes rebuilt from a mask')
+
+    monkeypatch.setattr(padding, 'real_sizes', rebuilt)
+    with torch.no_grad():
+        model.extract_feat(data['inputs'])
+
+
 def test_unpadded_batch_attaches_no_mask():
     model = build_detector(BACKBONES['pvt-inline'])
     small = images()[0]
