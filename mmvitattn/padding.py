@@ -125,6 +125,11 @@ def per_image(fn, tensors: Sequence[torch.Tensor], hw: Size, pad_mask: torch.Ten
     return out.reshape(b, hw[0] * hw[1], -1)
 
 
+def zero_padded(tokens: torch.Tensor, token_pad: Optional[torch.Tensor]) -> torch.Tensor:
+    """Tokens (B, N, C) with the padded ones (``token_pad`` (B, N)) set to zero; as they are without."""
+    return tokens if token_pad is None else tokens * ~token_pad[..., None]
+
+
 def tokens_to_map(tokens: torch.Tensor, hw: Size, token_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, [prefix +] h*w, C) tokens -> a contiguous (B, C, h, w) map, prefix tokens dropped and
     padded positions zero; a padded map carries its (B, h, w) mask as ``PAD_MASK_ATTR``, which a
@@ -135,7 +140,7 @@ def tokens_to_map(tokens: torch.Tensor, hw: Size, token_pad: Optional[torch.Tens
     if token_pad is None:
         return grid.transpose(1, 2).reshape(b, c, *hw).contiguous()
     grid_pad = token_pad[:, n - hw[0] * hw[1]:]
-    out = (grid * ~grid_pad[..., None]).transpose(1, 2).reshape(b, c, *hw).contiguous()
+    out = zero_padded(grid, grid_pad).transpose(1, 2).reshape(b, c, *hw).contiguous()
     return attach_pad_mask(out, carry_sizes(grid_pad.reshape(b, *hw), token_pad))  # for a neck that needs it
 
 

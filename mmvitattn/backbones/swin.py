@@ -61,7 +61,7 @@ from ..attention.window import (ShiftedWindowAttention, relative_position_index,
                                 resize_relative_position_table, shifted_window_mask)
 from ..registry import MODELS
 from .attention_spec import mixer_options, resolve_attention, resolve_attn_cfgs
-from ..padding import tokens_to_map
+from ..padding import tokens_to_map, zero_padded
 from .common import (BackboneBase, Block, PatchEmbed, check_out_indices, init_transformer_weights,
                      per_stage)
 
@@ -299,12 +299,10 @@ class Swin(BackboneBase):
                 tokens = self.run_block(block, tokens, hw, token_pad)
             out = getattr(self, f'out_norm{i}')(tokens) if self.out_norm and i in self.out_indices \
                 else tokens
-            if token_pad is not None:
-                # Padded positions leave each stage as zeros: what patch merging pads with when
-                # the image runs alone.
-                keep = ~token_pad.unsqueeze(-1)
-                tokens, out = tokens * keep, out * keep
-            yield tokens, hw, tokens_to_map(out, hw)
+            # Padded positions leave each stage as zeros: what patch merging pads with when the
+            # image runs alone.
+            tokens = zero_padded(tokens, token_pad)
+            yield tokens, hw, tokens_to_map(out, hw, token_pad)
 
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.

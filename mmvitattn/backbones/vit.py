@@ -335,10 +335,6 @@ class ViT(BackboneBase):
         *_, (_, tokens, _, _) = self.forward_blocks(x)
         return tokens
 
-    def to_map(self, tokens: torch.Tensor, hw, token_pad) -> torch.Tensor:
-        """Drop prefix tokens, zero padded positions, lay out as contiguous NCHW."""
-        return tokens_to_map(tokens, hw, token_pad)
-
     def forward(self, x: torch.Tensor, pad_mask: Optional[torch.Tensor] = None):
         """Images (B, C, H, W) [+ pixel padding mask (B, H, W), True = padded] -> tuple of NCHW maps.
 
@@ -349,7 +345,7 @@ class ViT(BackboneBase):
         grid_pad = None
         for i, tokens, hw, token_pad in self.forward_blocks(x, pad_mask, stop=max(self.out_indices)):
             if i in wanted:
-                maps[i] = self.to_map(tokens, hw, token_pad)
+                maps[i] = tokens_to_map(tokens, hw, token_pad)  # prefix dropped, padding zero
             if token_pad is not None:
                 grid_pad = token_pad[:, self.num_prefix_tokens:].reshape(-1, *hw)
         if self.out_type == 'simple_pyramid':
