@@ -62,12 +62,18 @@ def project_rows(layer: nn.Module, x: torch.Tensor, start: int, stop: int) -> to
         return F.linear(x, layer.weight[start:stop], bias)
     y = F.linear(x, layer.linear.weight[start:stop])
     bn = layer.bn
-    use_batch = bn.training or bn.running_mean is None
-    if bn.training and bn.num_batches_tracked is not None and start == 0:
-        bn.num_batches_tracked.add_(1)  # counted once per forward: on the slice holding the first rows
+    if bn.running_mean is None:  # no running statistics: always the batch's
+        return F.batch_norm(y.flatten(0, -2), None, None, bn.weight[start:stop], bn.bias[start:stop], True,
+                            0.0, bn.eps).view_as(y)
+    momentum = bn.momentum
+    if bn.training:
+        if start == 0:
+            bn.num_batches_tracked.add_(1)  # counted once per forward: on the slice holding the first rows
+        if momentum is None:  # a cumulative average, as nn.BatchNorm1d keeps it
+            momentum = 1.0 / float(bn.num_batches_tracked)
     # Slices of the running statistics are views: training updates them in place.
     out = F.batch_norm(y.flatten(0, -2), bn.running_mean[start:stop], bn.running_var[start:stop],
-                       bn.weight[start:stop], bn.bias[start:stop], use_batch, bn.momentum, bn.eps)
+                       bn.weight[start:stop], bn.bias[start:stop], bn.training, momentum or 0.0, bn.eps)
     return out.view_as(y)
 
 

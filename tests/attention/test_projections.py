@@ -55,3 +55,23 @@ def test_bn_linear_projections_feed_the_same_mixing(name, training):
 def test_unknown_qkv_layout_is_named():
     with pytest.raises(ValueError, match=r"unknown qkv_layout 'bn'.*'bn_qkv'"):
         build_attention('inline', DIM, HEADS, qkv_layout='bn')
+
+
+def test_bn_linear_slices_and_batch_affine_train_as_batchnorm_does():
+    """Row slices (q, kv of SRA) and the per-batch affine map (windows) give nn.BatchNorm1d's output
+    and running statistics on the same tokens."""
+    import torch.nn.functional as F
+    from mmvitattn.attention.projections import batch_affine, project_rows
+    torch.manual_seed(0)
+    layer = BNLinear(8, 24).train()
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 1.5), layer.bn.bias.normal_()
+    x = torch.randn(2, 5, 8)
+    expected = layer(x)
+    stats = (layer.bn.running_mean.clone(), layer.bn.running_var.clone())
+    for run in (lambda: torch.cat([project_rows(layer, x, 0, 8), project_rows(layer, x, 8, 24)], dim=-1),
+                lambda: F.linear(x, *batch_affine(layer, x))):
+        layer.bn.reset_running_stats()
+        torch.testing.assert_close(run(), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close((layer.bn.running_mean, layer.bn.running_var), stats, rtol=0, atol=1e-6)
+        assert int(layer.bn.num_batches_tracked) == 1
