@@ -86,3 +86,35 @@ def test_the_qkv_layout_only_names_parameters(attention):
     pad[1].view(5, 7)[3:] = True
     pad[1].view(5, 7)[:, 4:] = True
     torch.testing.assert_close(split(x, (5, 7), pad), fused(x, (5, 7), pad), rtol=0, atol=1e-6)
+
+
+FORMULAS = {  # attention -> (module, the one function that computes its math)
+    'inline': ('mmvitattn.attention.inline', 'inline_attention'),
+    'castling': ('mmvitattn.attention.castling', 'CastlingAttention'),
+    'armour': ('mmvitattn.attention.armour', 'ArmourAttention'),
+}
+
+
+@pytest.mark.parametrize('attention', sorted(FORMULAS))
+def test_each_formula_lives_in_one_function(attention, monkeypatch):
+    """Every family runs ``attention`` through its one implementation (InLine-CSwin's branch too).
+    LeViT's 'armour' is its own Armour-LeViT form (v = [q | v_own], a biased softmax), not this one."""
+    import importlib
+    module_name, name = FORMULAS[attention]
+    module = importlib.import_module(module_name)
+    calls = []
+    if name[0].islower():
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: calls.append(1) or original(*a, **k))
+    else:
+        cls = getattr(module, name)
+        original = cls.forward
+        monkeypatch.setattr(cls, 'forward', lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    for family in sorted(FAMILIES):
+        if family == 'levit' and attention == 'armour':
+            continue
+        model = FAMILIES[family](attention=attention).eval()
+        calls.clear()
+        with torch.no_grad():
+            model(torch.randn(1, 3, 32, 48))
+        assert calls, f'{family} computes {attention!r} attention elsewhere'
