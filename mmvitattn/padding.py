@@ -78,8 +78,9 @@ def real_sizes(pad_mask: torch.Tensor, hw: Optional[Size] = None) -> List[Size]:
 
 
 def strided_size(size: Size, stride: int) -> Size:
-    """The real size after a stride: every position that sees a real pixel is real."""
-    return (-(-size[0] // stride), -(-size[1] // stride))
+    """The real size after a stride, ceil(n / stride): every position that sees a real pixel is
+    real. Written without negative operands: exported graphs (ONNX) truncate integer division."""
+    return ((size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1)
 
 
 def pad_to_multiple(x: torch.Tensor, pad_mask: Optional[torch.Tensor], stride: int):
