@@ -1,5 +1,6 @@
 """One path from a pretrained file to a backbone: read it as data, pick its state dict, convert the
-key layout, warm-start Armour projections (:func:`warm_start_armour`), resize position tables, load, and report what happened.
+key layout, warm-start Armour projections (:func:`warm_start_armour`), resize position tables,
+load, and report what happened.
 
 Every backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and
 ``tools/convert_checkpoint.py`` use :func:`load_pretrained`. Families plug in through two methods
@@ -197,9 +198,9 @@ def warm_start_armour(state: Dict[str, torch.Tensor], model: nn.Module) -> 'Conv
     for src, dst, (index, rows) in _armour_targets(model):
         leaves = [k[len(dst):] for k in own if k.startswith(dst)]
         first = next((state.get(src + leaf) for leaf in leaves if leaf.endswith('weight')), None)
-        if first is None or first.shape[0] != rows or any(dst + leaf in state for leaf in leaves
-                                                                            if dst != src):
-            continue  # no softmax projection here: already Armour, or absent
+        present = dst != src and any(dst + leaf in state for leaf in leaves)
+        if first is None or first.shape[0] != rows or present:
+            continue  # no softmax projection here (already Armour, or absent), or the target is given
         for leaf in leaves:
             value = state.get(src + leaf)
             if value is None:
