@@ -136,3 +136,27 @@ def test_bad_arguments_are_refused_early(capsys):
         with pytest.raises(SystemExit):
             tool.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_segmentor_trains_on_two_images_and_a_failed_measurement_keeps_the_others(monkeypatch):
+    """UperNet's pyramid pooling normalises a 1x1 map, so its training step takes two images;
+    an error in one measurement is recorded for it alone."""
+    tool = load_tool()
+    config = str(ROOT / 'configs/upernet/upernet_inline-pvt-t_4xb4-160k_ade20k-512x512.py')
+    bench = tool.Bench(config, 'cpu')
+    bench.set_size((64, 64))
+    assert bench.train_batch == 2 and len(bench.train_data['inputs']) == 2 and len(bench.data['inputs']) == 1
+    before = {n: p.detach().clone() for n, p in bench.model.decode_head.named_parameters()}
+    assert math.isfinite(float(bench.run('train')['loss']))
+    assert any(not torch.equal(before[n], p) for n, p in bench.model.decode_head.named_parameters())
+
+    def fail_training(self, measurement):
+        if measurement == 'train':
+            raise ValueError('no training today')
+        return real_run(self, measurement)
+
+    real_run = tool.Bench.run
+    monkeypatch.setattr(tool.Bench, 'run', fail_training)
+    results = tool.measure_one(config, (64, 64), ['forward', 'train'], 'cpu', None, mem_limit_gib=0, count=False)
+    assert results['train']['error'] == 'ValueError: no training today'
+    assert results['forward']['peak_mem_mib'] >= 0 and 'error' not in results['forward']

@@ -6,7 +6,8 @@ neck and heads) in inference and in training, at several input sizes, side by si
         --sizes 320x480 800x1333 --mode infer train --threads 2 --out work_dirs/bench/mrcnn.json \\
         --plot work_dirs/bench/mrcnn.png
 
-Measurements, per config and size (batch 1, float32, random weights unless ``--checkpoint``):
+Measurements, per config and size (float32, random weights unless ``--checkpoint``; batch 1, except a
+segmentor's training step, which takes ``TRAIN_BATCH`` = 2 images):
 
 - ``infer``: ``model.test_step`` on one synthetic image of that size (data preprocessor and
   post-processing included: NMS, mask pasting, mmseg's whole-image or sliding-window inference as
@@ -67,6 +68,9 @@ MEASUREMENTS = {'infer': ('forward', 'infer'), 'train': ('train', )}
 LINEAR_PREFIXES = ('inline-', 'castling-')
 CURVES = {'latency_ms': 'latency (ms)', 'cpu_ms': 'CPU time, all threads (ms)', 'peak_mem_mib': 'peak memory (MiB)'}
 NUM_GT = 5  # ground-truth objects in the synthetic training sample
+# Images in the training step's batch. Segmentors take two: UperNet's pyramid pooling runs a
+# BatchNorm on a 1x1 map, which cannot train on one image (mmseg's own training has the same limit).
+TRAIN_BATCH = {'mmdet': 1, 'mmseg': 2}
 
 
 def config_name(path: str) -> str:
@@ -77,13 +81,14 @@ def config_name(path: str) -> str:
 class Bench:
     """One config's model, optimizer wrapper and synthetic sample, ready to run a measurement."""
 
-    def __init__(self, path: str, device: str, checkpoint: Optional[str] = None):
+    def __init__(self, path: str, device: str, checkpoint: Optional[str] = None, train_batch: Optional[int] = None):
         from mmengine.config import Config
         from mmengine.model import revert_sync_batchnorm
         from mmengine.optim import build_optim_wrapper
         self.path, self.name = path, config_name(path)
         self.cfg = Config.fromfile(path)
         self.scope = self.cfg.get('default_scope', 'mmdet')
+        self.train_batch = train_batch or TRAIN_BATCH.get(self.scope, 1)
         torch.manual_seed(0)
         self.model = revert_sync_batchnorm(build_from_config(path)).to(device)
         if checkpoint:
@@ -98,6 +103,8 @@ class Bench:
     def set_size(self, size: Tuple[int, int]):
         self.size = size
         self.data = synthetic_batch(self.scope, self.num_classes(), size)
+        self.train_data = (self.data if self.train_batch == 1 else
+                           synthetic_batch(self.scope, self.num_classes(), size, self.train_batch))
         self.model.eval()
         with torch.no_grad():
             self.inputs = self.model.data_preprocessor(self.data, False)['inputs']
@@ -113,7 +120,7 @@ class Bench:
     def run(self, measurement: str):
         if measurement == 'train':
             self.model.train()
-            return self.model.train_step(self.data, self.optim_wrapper)  # the logged losses
+            return self.model.train_step(self.train_data, self.optim_wrapper)  # the logged losses
         self.model.eval()
         with torch.no_grad():
             if measurement == 'infer':
@@ -121,22 +128,27 @@ class Bench:
             return self.tensor_model(self.inputs)
 
 
-def synthetic_batch(scope: str, num_classes: int, size: Tuple[int, int]) -> dict:
-    """One uint8 image of ``size`` (H, W) as a data loader gives it: with ``NUM_GT`` random boxes,
-    labels and masks (mmdet's ``demo_mm_inputs``), or a random label map (mmseg)."""
+def synthetic_batch(scope: str, num_classes: int, size: Tuple[int, int], batch: int = 1) -> dict:
+    """``batch`` uint8 images of ``size`` (H, W) as a data loader gives them: with ``NUM_GT`` random
+    boxes, labels and masks each (mmdet's ``demo_mm_inputs``), or a random label map (mmseg)."""
     h, w = size
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
-        data = demo_mm_inputs(batch_size=1, image_shapes=[(3, h, w)], num_items=[NUM_GT],
+        data = demo_mm_inputs(batch_size=batch, image_shapes=[(3, h, w)] * batch, num_items=[NUM_GT] * batch,
                               num_classes=num_classes, with_mask=True)
-        data['data_samples'][0].set_metainfo(dict(scale_factor=(1.0, 1.0)))
+        for sample in data['data_samples']:
+            sample.set_metainfo(dict(scale_factor=(1.0, 1.0)))
         return data
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     g = torch.Generator().manual_seed(0)
-    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-    sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
-    return dict(inputs=[torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)], data_samples=[sample])
+    inputs, samples = [], []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
 
 
 # ----------------------------------------------------------------------------- memory + FLOPs
@@ -174,10 +186,11 @@ def measure_one(path: str, size: Tuple[int, int], measurements: Sequence[str], d
             result['peak_mem_mib'], result['memory_method'] = peak_memory_mib(
                 lambda: out.append(bench.run(measurement)), device)
             del out
-        except (MemoryError, RuntimeError) as e:
-            if 'memory' not in str(e).lower() and 'bad_alloc' not in str(e):
-                raise
-            result['error'] = f'out of memory under the {mem_limit_gib:g} GiB limit: {str(e).splitlines()[0][:200]}'
+        except Exception as e:  # noqa: BLE001 -- one failed measurement must not lose the others
+            first_line = (str(e).splitlines() or [''])[0][:200]
+            out_of_memory = isinstance(e, MemoryError) or 'memory' in str(e).lower() or 'bad_alloc' in str(e)
+            result['error'] = (f'out of memory under the {mem_limit_gib:g} GiB limit: {first_line}' if out_of_memory
+                               else f'{type(e).__name__}: {first_line}')
     return results
 
 
@@ -208,7 +221,7 @@ def run_benchmark(args) -> dict:
     rng = random.Random(0)
     rows, total = [], len(sizes) * len(benches) * len(measurements)
     result = dict(configs=[os.path.relpath(p, ROOT) for p in args.configs], device=args.device,
-                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats, batch=1,
+                  threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
                   dtype='float32', checkpoint=args.checkpoint, torch=torch.__version__,
                   cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                   rows=rows)
@@ -219,7 +232,8 @@ def run_benchmark(args) -> dict:
             measured = {} if args.no_memory else measure_in_subprocess(args, bench.path, size, measurements)
             for measurement in measurements:
                 row = dict(config=bench.name, config_path=os.path.relpath(bench.path, ROOT),
-                           height=size[0], width=size[1], pixels=size[0] * size[1], mode=measurement)
+                           height=size[0], width=size[1], pixels=size[0] * size[1], mode=measurement,
+                           batch=bench.train_batch if measurement == 'train' else 1)
                 row.update(measured.get(measurement, {}))
                 size_rows[bench.name, measurement] = row
                 print(f'[{len(rows) + len(size_rows)}/{total}] {bench.name} {size[0]}x{size[1]} {measurement}: '
@@ -322,7 +336,7 @@ def fmt(value, spec: str) -> str:
 
 
 def print_table(result: dict):
-    print(f'\n{result["device"]}, {result["threads"]} threads, batch 1, float32; median of up to '
+    print(f'\n{result["device"]}, {result["threads"]} threads, float32, batch 1 (segmentor training: 2); median of up to '
           f'{result["repeats"]} rounds')
     print(f'{"config":<52} {"size":>10} {"mode":>8} {"latency ms":>11} {"min-max ms":>17} {"CPU ms":>9} '
           f'{"peak MiB":>9} {"GFLOPs bb/all":>14}')
@@ -371,7 +385,7 @@ def plot(result: dict, path: str):
             ax.set_ylabel(f'{mode}: {label}')
             ax.grid(True, which='both', alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f'whole model, batch 1, {result["device"]} ({result["threads"]} threads); solid: linear '
+    fig.suptitle(f'whole model, batch 1 (segmentor training 2), {result["device"]} ({result["threads"]} threads); solid: linear '
                  'attention, dashed: softmax; dotted verticals: where a linear config overtakes its twin',
                  fontsize=9)
     fig.tight_layout()
