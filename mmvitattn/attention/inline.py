@@ -17,6 +17,7 @@ How it is computed (speed, no change to the result):
 - the depthwise conv runs in channels-last memory, i.e. straight on the (B, N, C) rows.
 Under float16/bfloat16 autocast the means and K^T V (sums over all N tokens) are taken in float32.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -134,16 +135,37 @@ class InLineAttention(QKVMixer):
         memory, i.e. on the token rows as they are."""
         b, _, c = v_map.shape
         kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
-        kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
-        grid = channels_last_map(v_map, hw)  # (B, C, H, W)
-        # One image at a time: each has its own kernels.
-        outs = [F.conv2d(grid[i:i + 1], kernels[i].to(grid.dtype), padding=self.kernel_size // 2, groups=c)
-                for i in range(b)]
-        out = outs[0] if b == 1 else torch.cat(outs)
+        kernels = kernels.reshape(b * c, 1, self.kernel_size, self.kernel_size).to(v_map.dtype)
+        if torch.compiler.is_exporting():
+            # ONNX's Conv takes a fixed group count, so B * C groups would fix the batch: the
+            # same sum of shifted, weighted copies of V, written out (any batch).
+            out = shifted_sum_conv(v_map, kernels.view(b, c, -1), hw)
+        else:
+            # All images in one grouped conv over B * C channels (the released code's form): the
+            # (H, W, B, C) rows of the (1, B * C, H, W) map are its channels-last layout.
+            grid = v_map.reshape(b, hw[0], hw[1], c).permute(1, 2, 0, 3).reshape(1, hw[0], hw[1], b * c)
+            grid = grid.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            out = F.conv2d(grid, kernels, padding=self.kernel_size // 2, groups=b * c)  # (1, BC, H, W)
+            out = out[0].permute(1, 2, 0).reshape(-1, b, c).transpose(0, 1)  # (B, H*W, C), a view
         if self.get_v is not None:
-            out = out + self.get_v(grid)
-        return channels_last_tokens(out)
+            out = out + channels_last_tokens(self.get_v(channels_last_map(v_map, hw)))
+        return out
 
     def extra_repr(self) -> str:
         extra = ('' if self.projections else ', projections=False') + (', lepe=True' if self.get_v is not None else '')
         return super().extra_repr() + extra
+
+
+def shifted_sum_conv(tokens: torch.Tensor, kernels: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise k x k conv (zero padding k // 2) of (B, H*W, C) tokens with a kernel per image and
+    channel, ``kernels`` (B, C, k*k) in row-major tap order, as k*k shifted multiply-adds; returns
+    (B, H*W, C). Slower than a conv, but written with no count of groups fixed."""
+    b, _, c = tokens.shape
+    (h, w), k = hw, math.isqrt(kernels.shape[-1])
+    grid = F.pad(tokens.reshape(b, h, w, c), (0, 0, k // 2, k // 2, k // 2, k // 2))
+    taps = kernels.transpose(1, 2)[:, :, None, None, :]  # (B, k*k, 1, 1, C)
+    out = grid[:, :h, :w] * taps[:, 0]
+    for t in range(1, k * k):
+        i, j = divmod(t, k)
+        out = out + grid[:, i:i + h, j:j + w] * taps[:, t]
+    return out.reshape(b, h * w, c)

@@ -302,3 +302,16 @@ def test_bad_names_and_head_counts_fail_with_the_value():
     mixer = build('inline')
     with pytest.raises(ValueError, match='token map 9x9'):
         mixer(torch.randn(1, 10, C, dtype=torch.float64), (9, 9))
+
+
+def test_inline_exported_residual_is_the_dynamic_conv():
+    """The residual's export form (shifted multiply-adds, any batch) against the explicit conv."""
+    from mmvitattn.attention.inline import shifted_sum_conv
+    mixer = build('inline')
+    x, _ = make_batch()
+    v = torch.randn(2, H * W, C, dtype=torch.float64)
+    with torch.no_grad():
+        kernels = mixer.residual(x.mean(dim=1)[..., None]).reshape(2, C, 9)
+        out = shifted_sum_conv(v, kernels, (H, W))
+        for i in range(2):
+            torch.testing.assert_close(out[i], dynamic_conv_reference(mixer, x[i], v[i], (H, W)))
