@@ -30,7 +30,8 @@ from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens
 
 def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor,
                      v_mean: torch.Tensor, count, scale: float) -> torch.Tensor:
-    """The InLine formula, out_i = q_i [s (K^T V / N - mean(k)^T mean(v))] + mean(v), per head.
+    """The InLine formula without its constant term: q_i [s (K^T V / N - mean(k)^T mean(v))], per
+    head; the caller adds mean(v) (fused into the local residual's conv as its bias).
 
     q, k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
     k_mean, v_mean: (B, h, 1, d) over the real tokens; count: N, or (B, 1, 1, 1) real tokens.
@@ -39,9 +40,11 @@ def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: 
     h, d = k_mean.shape[1], k_mean.shape[-1]
     kt = k.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
     vh = v.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-    kv = ((kt @ vh) / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
+    # With one image the (B, h) batch is one strided axis: bmm takes the views with no copy.
+    ktv = torch.bmm(kt[0], vh[0])[None] if b == 1 else kt @ vh
+    kv = (ktv / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
     qh = q.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
-    return torch.baddbmm(v_mean.reshape(b * h, 1, d), qh, kv.reshape(b * h, d, d))
+    return torch.bmm(qh, kv.reshape(b * h, d, d))
 
 
 @register_attention('inline')
@@ -103,7 +106,10 @@ class InLineAttention(QKVMixer):
         out = q.new_empty(b, n, h, d)
         out.copy_(y.view(b, h, n, d).transpose(1, 2))
         out = out.view(b, n, c)
-        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw)
+        v_mean = v_mean.reshape(b, c).to(q.dtype)
+        if prefix:
+            out[:, :prefix] += v_mean[:, None]
+        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw, bias=v_mean)
         return self.output(out)
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int], x_mean: torch.Tensor,
@@ -117,7 +123,6 @@ class InLineAttention(QKVMixer):
         if pad_mask is not None:
             real = (~pad_mask).to(q.dtype)[..., None]  # (B, N, 1)
             k, v = k * real, v * real
-        local = self.local_residual(x_mean, v, hw)
         with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
             qf, kf, vf = to_float32(q, k, v)
             if pad_mask is not None:
@@ -125,46 +130,68 @@ class InLineAttention(QKVMixer):
             k_mean = kf.sum(dim=1).reshape(b, h, 1, d) / count
             v_mean = vf.sum(dim=1).reshape(b, h, 1, d) / count
             y = inline_attention(qf, kf, vf, k_mean, v_mean, count, self.scale)
+        local = self.local_residual(x_mean, v, hw, bias=v_mean.reshape(b, c).to(v.dtype))
         y = y.view(b, h, n, d).transpose(1, 2).reshape(b, n, c)
         return y.to(local.dtype) + local
 
-    def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor,
-                       hw: Tuple[int, int]) -> torch.Tensor:
+    def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor, hw: Tuple[int, int],
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C)
-        [+ the static LePE conv with ``lepe``]; returns (B, H*W, C). Runs in channels-last
-        memory, i.e. on the token rows as they are."""
+        [+ ``bias`` (B, C)] [+ the static LePE conv with ``lepe``]; returns (B, H*W, C). Runs in
+        channels-last memory, i.e. on the token rows as they are."""
         b, _, c = v_map.shape
-        kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
+        kernels = self.predict_kernels(x_mean)  # (B, 9C)
         kernels = kernels.reshape(b * c, 1, self.kernel_size, self.kernel_size).to(v_map.dtype)
         if torch.compiler.is_exporting():
             # ONNX's Conv takes a fixed group count, so B * C groups would fix the batch: the
             # same sum of shifted, weighted copies of V, written out (any batch).
-            out = shifted_sum_conv(v_map, kernels.view(b, c, -1), hw)
+            out = shifted_sum_conv(v_map, kernels.view(b, c, -1), hw, bias)
         else:
             # All images in one grouped conv over B * C channels (the released code's form): the
             # (H, W, B, C) rows of the (1, B * C, H, W) map are its channels-last layout.
             grid = v_map.reshape(b, hw[0], hw[1], c).permute(1, 2, 0, 3).reshape(1, hw[0], hw[1], b * c)
             grid = grid.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            out = F.conv2d(grid, kernels, padding=self.kernel_size // 2, groups=b * c)  # (1, BC, H, W)
+            out = F.conv2d(grid, kernels, None if bias is None else bias.reshape(b * c),
+                           padding=self.kernel_size // 2, groups=b * c)  # (1, BC, H, W)
             out = out[0].permute(1, 2, 0).reshape(-1, b, c).transpose(0, 1)  # (B, H*W, C), a view
         if self.get_v is not None:
             out = out + channels_last_tokens(self.get_v(channels_last_map(v_map, hw)))
         return out
+
+    def predict_kernels(self, x_mean: torch.Tensor) -> torch.Tensor:
+        """The ``residual`` MLP (two head-grouped 1x1 convs with a GELU between) on x_mean (B, C),
+        as grouped matrix products: (B, 9C), the conv's output channels. (On a length-1 input the
+        grouped convs take a slow per-group path, a fixed cost per block that dominates at 224.)"""
+        first, act, second = self.residual
+        return grouped_linear(act(grouped_linear(x_mean, first)), second)
 
     def extra_repr(self) -> str:
         extra = ('' if self.projections else ', projections=False') + (', lepe=True' if self.get_v is not None else '')
         return super().extra_repr() + extra
 
 
-def shifted_sum_conv(tokens: torch.Tensor, kernels: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+def grouped_linear(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A grouped 1x1 ``conv`` applied to (B, C_in) as if it were (B, C_in, 1), as one batched
+    product over the groups; returns (B, C_out)."""
+    g, b = conv.groups, x.shape[0]
+    weight = conv.weight.view(g, conv.out_channels // g, conv.in_channels // g)
+    xs = x.view(b, g, -1).permute(1, 2, 0)  # (g, C_in / g, B)
+    y = torch.bmm(weight, xs) if conv.bias is None else torch.baddbmm(conv.bias.view(g, -1, 1), weight, xs)
+    return y.permute(2, 0, 1).reshape(b, conv.out_channels)
+
+
+def shifted_sum_conv(tokens: torch.Tensor, kernels: torch.Tensor, hw: Tuple[int, int],
+                     bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Depthwise k x k conv (zero padding k // 2) of (B, H*W, C) tokens with a kernel per image and
-    channel, ``kernels`` (B, C, k*k) in row-major tap order, as k*k shifted multiply-adds; returns
-    (B, H*W, C). Slower than a conv, but written with no count of groups fixed."""
+    channel, ``kernels`` (B, C, k*k) in row-major tap order [+ ``bias`` (B, C)], as k*k shifted
+    multiply-adds; returns (B, H*W, C). Slower than a conv, but written with no count of groups fixed."""
     b, _, c = tokens.shape
     (h, w), k = hw, math.isqrt(kernels.shape[-1])
     grid = F.pad(tokens.reshape(b, h, w, c), (0, 0, k // 2, k // 2, k // 2, k // 2))
     taps = kernels.transpose(1, 2)[:, :, None, None, :]  # (B, k*k, 1, 1, C)
     out = grid[:, :h, :w] * taps[:, 0]
+    if bias is not None:
+        out = out + bias[:, None, None, :]
     for t in range(1, k * k):
         i, j = divmod(t, k)
         out = out + grid[:, i:i + h, j:j + w] * taps[:, t]
