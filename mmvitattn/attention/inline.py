@@ -13,8 +13,10 @@ How it is computed (speed, no change to the result):
   projection's linearity, mean(x W^T + b) = mean(x) W^T + b;
 - q, k, v stay column views of the projection output (B, N, C); heads are split by ``view``, so
   K^T V and q @ (d x d) run as batched GEMMs on strided operands with no copies;
-- the scale and the 1/N go into the d x d matrix, mean(v) is the GEMM's added term (baddbmm);
-- the depthwise conv runs in channels-last memory, i.e. straight on the (B, N, C) rows.
+- the scale and the 1/N go into the d x d matrix; mean(v) is the local conv's bias;
+- the depthwise convs of all images are one grouped conv over B*C channels (the released code's
+  form) in channels-last memory, i.e. on the (H, W, B, C) rows; its backward recomputes that copy
+  of V rather than keeping it; the kernel MLP runs as grouped matrix products.
 Under float16/bfloat16 autocast the means and K^T V (sums over all N tokens) are taken in float32.
 """
 import math
