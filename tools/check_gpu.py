@@ -42,7 +42,7 @@ SWEEPS = {
     'pvt-t': ['none', 'proj', 'sra', 'inline', 'castling'],
 }
 SWEEP_DTYPES = ('float32', 'bfloat16')
-SWEEP_MODES = ('forward', 'forward-backward')
+SWEEP_MODES = ('infer', 'train')
 
 
 def environment() -> dict:

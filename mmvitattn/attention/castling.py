@@ -104,7 +104,10 @@ class CastlingAttention(QKVMixer):
             vh = v4.transpose(1, 2)  # (B, h, N, d)
             # k^^T v = K^T diag(1/||k||) V; 1/||q|| is applied to the (N, d) product's rows.
             k_hat = k4 * inv_norm(k4)
-            kv = k_hat.permute(0, 2, 3, 1) @ vh  # (B, h, d, d): a sum over N, float32
+            kt = k_hat.permute(0, 2, 3, 1)  # (B, h, d, N)
+            # (B, h, d, d): a sum over N, float32; one image's (B, h) batch is one strided axis,
+            # which bmm takes as it is (matmul would fold it with a copy of V)
+            kv = torch.bmm(kt[0], vh[0])[None] if b == 1 else kt @ vh
             qh = q4.transpose(1, 2)
             # Twice the released y (y is normalised next, so a positive factor changes nothing):
             # 2y = v + (2/pi) q^ (k^^T v)   [or sum_j v_j + ... for the expansion form].

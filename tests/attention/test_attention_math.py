@@ -302,3 +302,38 @@ def test_bad_names_and_head_counts_fail_with_the_value():
     mixer = build('inline')
     with pytest.raises(ValueError, match='token map 9x9'):
         mixer(torch.randn(1, 10, C, dtype=torch.float64), (9, 9))
+
+
+def test_inline_exported_residual_is_the_dynamic_conv():
+    """The residual's export form (shifted multiply-adds, any batch) against the explicit conv."""
+    from mmvitattn.attention.inline import shifted_sum_conv
+    mixer = build('inline')
+    x, _ = make_batch()
+    v = torch.randn(2, H * W, C, dtype=torch.float64)
+    with torch.no_grad():
+        kernels = mixer.residual(x.mean(dim=1)[..., None]).reshape(2, C, 9)
+        out = shifted_sum_conv(v, kernels, (H, W))
+        for i in range(2):
+            torch.testing.assert_close(out[i], dynamic_conv_reference(mixer, x[i], v[i], (H, W)))
+
+
+def test_inline_gradients_match_the_plain_formula_on_a_padded_batch():
+    """Gradients through the module (its local conv has a backward of its own) against autograd of
+    the explicit per-image formula, in float64, with one image padded; plus gradcheck of the conv."""
+    from mmvitattn.attention.inline import BatchDepthwiseConv
+    valid = (3, 4)
+    mixer = build('inline')
+    x, pad = make_batch(valid)
+    x.requires_grad_(True)
+    cot = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    params = list(mixer.parameters())
+    loss = (mixer(x, (H, W), pad) * cot * (~pad)[..., None]).sum()
+    grads = torch.autograd.grad(loss, [x, *params])
+    ref = ((inline_reference(mixer, x[0], (H, W)) * cot[0]).sum()
+           + (inline_reference(mixer, real_region(x[1], valid), valid) * real_region(cot[1], valid)).sum())
+    for got, want in zip(grads, torch.autograd.grad(ref, [x, *params])):
+        torch.testing.assert_close(got, want)
+    v = torch.randn(2, 3 * 4, 6, dtype=torch.float64, requires_grad=True)
+    kernels = torch.randn(2 * 3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2 * 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, k, b: BatchDepthwiseConv.apply(t[..., 3:], k, b, (3, 4)), (v, kernels, bias))

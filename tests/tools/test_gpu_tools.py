@@ -71,10 +71,10 @@ def test_sweep_forward_backward_and_sdpa_kernel_names():
     bench.TRUNKS['tiny'] = ('ViT', dict(arch=None, embed_dim=64, depth=2, num_heads=2))
     x = torch.randn(1, 3, 64, 48)
     softmax, floor = bench.build_trunk('tiny', 'softmax'), bench.build_trunk('tiny', 'none')
-    assert bench.forward(softmax, x, torch.float32, 'forward-backward') is None
+    assert bench.forward(softmax, x, torch.float32, 'train') is None
     assert all(p.grad is not None for p in softmax.parameters() if p.requires_grad)
-    assert bench.sdpa_backends(softmax, x, torch.float32, 'forward') == ['flash (cpu)']
-    assert bench.sdpa_backends(floor, x, torch.float32, 'forward-backward') == []
+    assert bench.sdpa_backends(softmax, x, torch.float32, 'infer') == ['flash (cpu)']
+    assert bench.sdpa_backends(floor, x, torch.float32, 'train') == []
     settings = bench.numeric_settings('cpu')
     assert set(settings) >= {'float32_matmul_precision', 'cuda_matmul_allow_tf32', 'cudnn_allow_tf32'}
     with pytest.raises(SystemExit):

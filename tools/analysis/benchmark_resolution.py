@@ -1,14 +1,18 @@
-"""Resolution sweep: batch-1 forward (or forward + backward) latency, peak memory and counted
-FLOPs of one backbone trunk with several token mixers, side by side, on CPU or CUDA.
+"""Resolution sweep: inference or training-step latency, peak memory and counted FLOPs of one
+backbone trunk with several token mixers, side by side, on CPU or CUDA, at a chosen batch.
 
     python tools/analysis/benchmark_resolution.py --trunk deit-s \
-        --attention none softmax inline castling armour --sizes 224 512 1024 2048 800x1280 \
-        --threads 2 --out work_dirs/bench/deit-s.json --plot work_dirs/bench/deit-s.png
+        --attention none proj softmax inline castling armour --sizes 224 512 1024 2048 800x1280 \
+        --threads 2 --mode infer --out work_dirs/bench/deit-s.json --plot work_dirs/bench/deit-s.png
 
 Method
 - Every variant is built once (random weights, eval mode, float32 weights; ``--dtype bfloat16`` /
-  ``float16`` run under autocast) with the same seed. ``--mode forward-backward`` times a forward
-  and the backward of the outputs' sum (parameter gradients dropped before each pass).
+  ``float16`` run under autocast) with the same seed, and runs on a batch of ``--batch`` images.
+  ``--mode infer`` times a forward without autograd. ``--mode train`` times a training step: a
+  forward with autograd and the backward of the sum of the outputs, with gradients on every weight
+  (dropped before each step). The modules stay in eval mode (no dropout, no Castling auxiliary
+  branch), so both modes time the same function. (``forward`` and ``forward-backward`` are accepted
+  as the old names of ``infer`` and ``train``.)
   ``none`` is the attention-free floor: the same trunk with every token mixer replaced by the
   identity, i.e. the cost every variant shares (patch embedding, norms, MLPs, outputs). ``proj``
   also keeps the mixer's q/k/v and output projections (returns proj(v)): the cost any q/k/v
@@ -23,9 +27,10 @@ Method
   whereas wall-clock time then includes waiting for a core (and, with several threads, waiting at
   every parallel region for a descheduled thread).
 - Peak memory, CPU: one fresh subprocess per (variant, size). It builds the model, runs one warm-up
-  forward, then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and reports
-  ``VmHWM - VmRSS`` around one more forward: the resident memory the forward adds at its peak
-  (activations, workspaces), not counting the weights or the input. glibc is told to mmap every
+  pass (of the timed kind), then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and reports
+  ``VmHWM - VmRSS`` around one more pass: the resident memory the pass adds at its peak
+  (activations, workspaces; in a training step also what autograd keeps for the backward and the
+  weights' gradients, dropped before the pass), not counting the weights or the input. glibc is told to mmap every
   allocation of 64 KiB or more and to trim freed memory (``MALLOC_MMAP_THRESHOLD_``,
   ``MALLOC_TRIM_THRESHOLD_``), so tensors freed by the warm-up really leave the resident set and the
   second forward's peak is measured rather than hidden by recycled pages.
@@ -35,7 +40,14 @@ Method
   cudnn, math; read from the profiler's op names in one untimed pass per variant and size), and
   the TF32 settings of matmul and cuDNN, the GPU, torch's CUDA and cuDNN versions.
 - FLOPs: counted by :func:`mmvitattn.analysis.backbone_flops` (every attention op counted by the
-  same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32.
+  same rules; see ``mmvitattn/analysis/flops.py``), in the same subprocess, in float32, for one
+  image, times ``--batch``. A training step is counted as 3x its forward: the backward of a product
+  is two products of the same size (the input's and the weight's gradients), the usual rule, here
+  applied to every counted op alike. So the counted ratios between variants are the same in both
+  modes (the backward the trunk's first layer does not need for its input is counted, alike for all).
+- Ratios, per size (in the JSON rows and the printed summary): latency / ``proj`` latency, peak
+  memory / ``proj`` peak memory, the speed-up over softmax (softmax latency / latency) beside the
+  counted-FLOP ratio softmax / variant, and their quotient (1 = the speed-up the arithmetic allows).
 - ``--runtime torch onnxruntime``: every variant also runs as an ONNX graph in onnxruntime (CPU,
   ``--threads`` intra-op threads), exported once with dynamic height and width
   (:func:`mmvitattn.deployment.trace_onnx`) and timed in the same interleaved rounds as the PyTorch
@@ -133,17 +145,22 @@ def parse_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
-def make_input(size: Tuple[int, int], device: str) -> torch.Tensor:
-    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+def make_input(size: Tuple[int, int], device: str, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-MODES = ('forward', 'forward-backward')
+MODES = ('infer', 'train')
+MODE_ALIASES = {'forward': 'infer', 'forward-backward': 'train'}  # the old names
+TRAIN_FLOP_FACTOR = 3  # forward + backward (two products per forward product)
 
 
-def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, mode: str = 'forward'):
-    """One pass: a forward without autograd, or a forward and the backward of the outputs' sum
-    (``mode='forward-backward'``; the parameters' gradients are dropped first)."""
-    if mode == 'forward-backward':
+def forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, mode: str = 'infer'):
+    """One pass: a forward without autograd (``mode='infer'``), or a training step, a forward and
+    the backward of the outputs' sum (``mode='train'``; the parameters' gradients are dropped first)."""
+    mode = MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f'unknown mode {mode!r}; expected one of {MODES}')
+    if mode == 'train':
         model.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = model(x)
@@ -220,7 +237,7 @@ def numeric_settings(device: str) -> dict:
 
 def cuda_peak_memory(model, x, dtype, mode: str) -> dict:
     """Peak memory one pass adds on the GPU (caching-allocator statistics; in this process)."""
-    if mode == 'forward-backward':
+    if MODE_ALIASES.get(mode, mode) == 'train':
         model.zero_grad(set_to_none=True)
     out = []
     peak, method = peak_memory_mib(lambda: out.append(forward(model, x, dtype, mode)), 'cuda')
@@ -230,11 +247,11 @@ def cuda_peak_memory(model, x, dtype, mode: str) -> dict:
 RUNTIMES = ('torch', 'onnxruntime')
 
 
-def onnxruntime_runner(model: nn.Module, threads: int, workdir: str):
+def onnxruntime_runner(model: nn.Module, threads: int, workdir: str, batch: int = 1):
     """The trunk exported to ONNX (dynamic height and width) and run by onnxruntime on CPU:
     a callable images -> list of numpy outputs."""
     from mmvitattn.deployment import BackboneGraph, onnxruntime_session, trace_onnx
-    program, _ = trace_onnx(BackboneGraph(model), batch=1, dynamic_batch=False)
+    program, _ = trace_onnx(BackboneGraph(model), batch=batch, dynamic_batch=False)
     path = os.path.join(workdir, f'trunk{len(os.listdir(workdir))}.onnx')
     program.save(path, external_data=False)
     session = onnxruntime_session(path, threads=threads)
@@ -259,22 +276,28 @@ def _status_kib(field: str) -> int:
 
 
 def measure_one(trunk: str, attention: str, size: Tuple[int, int], device: str, dtype: torch.dtype,
-                count: bool, mode: str = 'forward') -> dict:
-    """Peak memory of one pass (after a warm-up) and counted forward FLOPs; run in a fresh process."""
+                count: bool, mode: str = 'infer', batch: int = 1) -> dict:
+    """Peak memory of one pass (inference, or a training step; after a warm-up one) and the counted
+    FLOPs of that pass (see the module docstring); run in a fresh process."""
     model = build_trunk(trunk, attention).to(device)
-    x = make_input(size, device)
+    x = make_input(size, device, batch)
     result = dict(params=sum(p.numel() for p in model.parameters()))
-    # Warm-up (one-time allocations such as kernel caches happen here): the FLOP count's traced
-    # forward when counting, else a plain forward.
     if count:
-        result['flops'] = backbone_flops(model, size).total
-    else:
-        forward(model, x, dtype, mode)
+        result['forward_flops'] = backbone_flops(model, size).total * batch
+        result['flops'] = pass_flops(result['forward_flops'], mode)
+    # Warm-up: one-time allocations (kernel caches, gradient buffers' first allocation) happen here.
+    forward(model, x, dtype, mode)
+    model.zero_grad(set_to_none=True)  # a training step's peak then includes its gradients
     out = []
     result['peak_mem_mib'], result['memory_method'] = peak_memory_mib(
         lambda: out.append(forward(model, x, dtype, mode)), device)
     del out
     return result
+
+
+def pass_flops(forward_flops: int, mode: str) -> int:
+    """Counted FLOPs of one pass from those of its forward: 3x for a training step."""
+    return forward_flops * (TRAIN_FLOP_FACTOR if MODE_ALIASES.get(mode, mode) == 'train' else 1)
 
 
 def peak_memory_mib(fn, device: str) -> Tuple[float, str]:
@@ -311,7 +334,7 @@ def measure_in_subprocess(args, attention: str, size: Tuple[int, int]) -> dict:
     env = measurement_env(args.threads)
     cmd = [sys.executable, os.path.abspath(__file__), '--_measure', args.trunk, attention,
            f'{size[0]}x{size[1]}', '--device', args.device, '--dtype', args.dtype, '--mode', args.mode,
-           '--threads', str(args.threads)] + ([] if args.no_flops else ['--_count'])
+           '--threads', str(args.threads), '--batch', str(args.batch)] + ([] if args.no_flops else ['--_count'])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return dict(error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed')
@@ -335,12 +358,12 @@ def run_sweep(args) -> dict:
         for runtime in args.runtime:
             for name in variants:
                 runners[name, runtime] = (functools.partial(forward, models[name], dtype=dtype, mode=args.mode) if runtime == 'torch'
-                                          else onnxruntime_runner(models[name], args.threads, workdir))
+                                          else onnxruntime_runner(models[name], args.threads, workdir, args.batch))
     keys = list(runners)
     rng = random.Random(0)
     rows = []
     for size in sizes:
-        x = make_input(size, args.device)
+        x = make_input(size, args.device, args.batch)
         times: Dict[tuple, List[float]] = {key: [] for key in keys}
         cpu_times: Dict[tuple, List[float]] = {key: [] for key in keys}
         for key in keys:
@@ -363,13 +386,15 @@ def run_sweep(args) -> dict:
         if on_cuda and not args.no_memory:
             for name in variants:
                 extra[name].update(cuda_peak_memory(models[name], x, dtype, args.mode))
-        if on_cuda and not args.no_flops:  # forward FLOPs, counted in this process
+        if on_cuda and not args.no_flops:  # counted in this process
             for name in variants:
-                extra[name]['flops'] = backbone_flops(models[name], size).total
+                extra[name]['forward_flops'] = backbone_flops(models[name], size).total * args.batch
+                extra[name]['flops'] = pass_flops(extra[name]['forward_flops'], args.mode)
         for key in keys:
             name, runtime = key
             row = dict(attention=name, runtime=runtime, height=size[0], width=size[1], pixels=size[0] * size[1],
-                       latency_ms=1e3 * statistics.median(times[key]),
+                       batch=args.batch, mode=args.mode, latency_ms=1e3 * statistics.median(times[key]),
+                       latency_per_image_ms=1e3 * statistics.median(times[key]) / args.batch,
                        latency_min_ms=1e3 * min(times[key]), latency_max_ms=1e3 * max(times[key]),
                        cpu_ms=1e3 * statistics.median(cpu_times[key]),
                        repeats=len(times[key]), latency_all_ms=[1e3 * t for t in times[key]])
@@ -381,11 +406,12 @@ def run_sweep(args) -> dict:
                     row.update(measure_in_subprocess(args, name, size))
             rows.append(row)
             print_row(row, header=len(rows) == 1)
+        add_ratios(rows[-len(keys):])
         del x
     return dict(trunk=args.trunk, device=args.device, dtype=args.dtype, mode=args.mode,
                 numerics=numeric_settings(args.device), threads=torch.get_num_threads(),
                 runtimes=list(args.runtime),
-                warmup=args.warmup, repeats=args.repeats, batch=1, torch=torch.__version__,
+                warmup=args.warmup, repeats=args.repeats, batch=args.batch, torch=torch.__version__,
                 cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                 rows=rows)
 
@@ -400,8 +426,16 @@ def merge_results(paths: List[str]) -> dict:
     if len(trunks) != 1:
         raise ValueError(f'--from-json files are for different trunks {sorted(trunks)}; merge one trunk at a time')
     merged = dict(results[0])
+    setups = {(MODE_ALIASES.get(r.get('mode', 'infer'), r.get('mode', 'infer')), r.get('batch', 1)) for r in results}
+    if len(setups) != 1:
+        raise ValueError(f'--from-json files have different (mode, batch) {sorted(setups)}; merge one setup at a time')
     merged['rows'] = sorted((row for r in results for row in r['rows']), key=lambda r: r['pixels'])
     merged['runs'] = [{k: v for k, v in r.items() if k != 'rows'} for r in results]
+    sizes: Dict[Tuple[int, int], List[dict]] = {}
+    for row in merged['rows']:
+        sizes.setdefault((row['height'], row['width']), []).append(row)
+    for rows in sizes.values():
+        add_ratios(rows)
     return merged
 
 
@@ -421,8 +455,41 @@ def print_row(row: dict, header: bool = False):
           + (f'  ({row["error"]})' if 'error' in row else ''), flush=True)
 
 
+BASELINES = ('softmax', 'sra')  # what the speed-ups are measured against (the first one present)
+
+
+def add_ratios(rows: List[dict]) -> None:
+    """Add, in place, to the PyTorch rows of one size: ``latency_vs_<floor>`` and
+    ``peak_mem_vs_<floor>`` (variant / floor), ``speedup_vs_<baseline>`` (baseline latency /
+    variant latency), ``flop_ratio_vs_<baseline>`` (baseline FLOPs / variant FLOPs) and
+    ``speedup_of_flop_ratio`` (the first over the second: 1 = as fast as the arithmetic allows)."""
+    by_name = {r['attention']: r for r in rows if r.get('runtime', 'torch') == 'torch'}
+    baseline = next((b for b in BASELINES if b in by_name), None)
+    for name, row in by_name.items():
+        for floor in FLOORS:
+            ref = by_name.get(floor)
+            if ref is None or name == floor:
+                continue
+            row[f'latency_vs_{floor}'] = row['latency_ms'] / ref['latency_ms']
+            if row.get('peak_mem_mib') and ref.get('peak_mem_mib'):
+                row[f'peak_mem_vs_{floor}'] = row['peak_mem_mib'] / ref['peak_mem_mib']
+        if baseline is None or name in FLOORS or name == baseline:
+            continue
+        ref = by_name[baseline]
+        row[f'speedup_vs_{baseline}'] = ref['latency_ms'] / row['latency_ms']
+        row[f'cpu_speedup_vs_{baseline}'] = ref['cpu_ms'] / row['cpu_ms']
+        if row.get('flops') and ref.get('flops'):
+            row[f'flop_ratio_vs_{baseline}'] = ref['flops'] / row['flops']
+            row['speedup_of_flop_ratio'] = row[f'speedup_vs_{baseline}'] / row[f'flop_ratio_vs_{baseline}']
+
+
+def _ratio(row: dict, key: str, width: int = 7) -> str:
+    return f'{row[key]:>{width}.2f}' if row.get(key) is not None else f'{"-":>{width}}'
+
+
 def print_summary(result: dict):
-    """Ratios to softmax and to the floors, per size: wall-clock latency [CPU time]."""
+    """Per size, one line per variant: latency per image, the ratios of :func:`add_ratios`, and
+    the speed-up in CPU time (all threads) beside the wall-clock one."""
     by_size: Dict[Tuple[int, int], Dict[str, dict]] = {}
     runtime_rows: Dict[Tuple[int, int], List[Tuple[dict, dict]]] = {}
     for row in result['rows']:
@@ -432,30 +499,24 @@ def print_summary(result: dict):
         size = (row['height'], row['width'])
         if row.get('runtime', 'torch') != 'torch' and row['attention'] in by_size.get(size, {}):
             runtime_rows.setdefault(size, []).append((row, by_size[size][row['attention']]))
+    batch = result.get('batch', 1)
     print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
-          f'{result["dtype"]}, {result.get("mode", "forward")}, batch 1; latency [CPU time]')
-    baseline = next((b for b in ('softmax', 'sra') if any(b in rows for rows in by_size.values())), None)
+          f'{result["dtype"]}, mode {MODE_ALIASES.get(result.get("mode"), result.get("mode", "infer"))}, '
+          f'batch {batch}')
+    baseline = next((b for b in BASELINES if any(b in rows for rows in by_size.values())), 'softmax')
+    print(f'  x{PROJ_FLOOR}, x{FLOOR}: latency / the floor\'s; mem x{PROJ_FLOOR}: peak memory / proj\'s; '
+          f'speed-up: {baseline} latency / latency [CPU time]; FLOP ratio: {baseline} / variant, '
+          'counted; of FLOPs: speed-up / FLOP ratio')
+    print(f'  {"size":>10} {"attention":>10} {"ms/image":>9} {"x" + PROJ_FLOOR:>7} {"x" + FLOOR:>7} '
+          f'{"mem x" + PROJ_FLOOR:>10} {"speed-up":>8} {"[CPU]":>7} {"FLOP ratio":>10} {"of FLOPs":>8}')
     for size, rows in by_size.items():
-        print(f'  {size[0]}x{size[1]}:')
         for name, row in rows.items():
-            if name in FLOORS:
-                continue
-            parts = []
-            if baseline in rows and name != baseline:
-                ref = rows[baseline]
-                parts.append(f'{ref["latency_ms"] / row["latency_ms"]:.2f}x [{ref["cpu_ms"] / row["cpu_ms"]:.2f}x] '
-                             f'faster than {baseline}')
-            for floor in FLOORS:
-                if floor in rows:
-                    ref = rows[floor]
-                    text = (f'{row["latency_ms"] / ref["latency_ms"]:.2f}x [{row["cpu_ms"] / ref["cpu_ms"]:.2f}x] '
-                            f'{floor!r} latency')
-                    if row.get('peak_mem_mib') and ref.get('peak_mem_mib'):
-                        text += f', {row["peak_mem_mib"] / ref["peak_mem_mib"]:.2f}x its memory'
-                    if row.get('flops') and ref.get('flops'):
-                        text += f', {row["flops"] / ref["flops"]:.2f}x its FLOPs'
-                    parts.append(text)
-            print(f'    {name:>9}: ' + '; '.join(parts))
+            per_image = row.get('latency_per_image_ms', row['latency_ms'] / row.get('batch', 1))
+            print(f'  {f"{size[0]}x{size[1]}":>10} {name:>10} {per_image:>9.1f} '
+                  f'{_ratio(row, f"latency_vs_{PROJ_FLOOR}")} {_ratio(row, f"latency_vs_{FLOOR}")} '
+                  f'{_ratio(row, f"peak_mem_vs_{PROJ_FLOOR}", 10)} {_ratio(row, f"speedup_vs_{baseline}", 8)} '
+                  f'{_ratio(row, f"cpu_speedup_vs_{baseline}")} {_ratio(row, f"flop_ratio_vs_{baseline}", 10)} '
+                  f'{_ratio(row, "speedup_of_flop_ratio", 8)}')
         for row, ref in runtime_rows.get(size, []):
             print(f'    {row["attention"]:>9} in {row["runtime"]}: {ref["latency_ms"] / row["latency_ms"]:.2f}x '
                   f'[{ref["cpu_ms"] / row["cpu_ms"]:.2f}x] faster than in torch')
@@ -483,15 +544,16 @@ def plot(result: dict, path: str):
         mem = [(r['pixels'], r['peak_mem_mib']) for r in rows if r.get('peak_mem_mib')]
         if mem:
             axes[2].plot(*zip(*mem), **style)
-    for ax, label in zip(axes, ('forward latency, wall-clock (ms)', 'forward CPU time, all threads (ms)',
-                                'peak forward memory (MiB)')):
+    what = 'training step' if MODE_ALIASES.get(result.get('mode'), result.get('mode')) == 'train' else 'forward'
+    for ax, label in zip(axes, (f'{what} latency, wall-clock (ms)', f'{what} CPU time, all threads (ms)',
+                                f'peak {what} memory (MiB)')):
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('input pixels (H x W)')
         ax.set_ylabel(label)
         ax.grid(True, which='both', alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f'{result["trunk"]} trunk, batch 1, {result["device"]} ({result["threads"]} threads), '
+    fig.suptitle(f'{result["trunk"]} trunk, batch {result.get("batch", 1)}, {result["device"]} ({result["threads"]} threads), '
                  f'{result["dtype"]}')
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -513,8 +575,10 @@ def parse_args(argv=None):
     parser.add_argument('--runtime', nargs='+', default=['torch'], choices=RUNTIMES,
                         help='run every variant in PyTorch and/or as an ONNX graph in onnxruntime (CPU, float32)')
     parser.add_argument('--dtype', default='float32', help='float32, or bfloat16/float16 via autocast')
-    parser.add_argument('--mode', default='forward', choices=MODES,
-                        help='time a forward, or a forward and the backward of the outputs\' sum')
+    parser.add_argument('--mode', default='infer', choices=MODES + tuple(MODE_ALIASES),
+                        help="'infer': a forward without autograd; 'train': a training step, forward and "
+                        "the backward of the outputs' sum with gradients on the weights")
+    parser.add_argument('--batch', type=int, default=1, help='images per pass')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads (CPU)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=7, help='timed rounds per size (at most)')
@@ -531,7 +595,10 @@ def parse_args(argv=None):
     parser.add_argument('--_measure', nargs=3, help=argparse.SUPPRESS)
     parser.add_argument('--_count', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if 'onnxruntime' in args.runtime and (args.device != 'cpu' or args.dtype != 'float32' or args.mode != 'forward'):
+    args.mode = MODE_ALIASES.get(args.mode, args.mode)
+    if args.batch < 1:
+        parser.error(f'--batch must be >= 1, got {args.batch}')
+    if 'onnxruntime' in args.runtime and (args.device != 'cpu' or args.dtype != 'float32' or args.mode != 'infer'):
         parser.error(f'--runtime onnxruntime runs forward passes on CPU in float32; got --device {args.device} '
                      f'--dtype {args.dtype} --mode {args.mode}')
     if args.repeats < 1 or args.warmup < 0:
@@ -555,7 +622,7 @@ def main(argv=None):
         trunk, attention, size = args._measure
         torch.set_num_threads(args.threads)
         print(json.dumps(measure_one(trunk, attention, parse_size(size), args.device,
-                                     parse_dtype(args.dtype), args._count, args.mode)))
+                                     parse_dtype(args.dtype), args._count, args.mode, args.batch)))
         return
     result = merge_results(args.from_json) if args.from_json else run_sweep(args)
     if args.from_json:
