@@ -67,6 +67,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmvitattn.analysis import backbone_flops, parse_size  # noqa: E402
+from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
 from mmvitattn.attention import ATTENTIONS  # noqa: E402
 
 # Trunks: (backbone class name, keyword arguments). Only the trunk runs (no pyramid, no head).
@@ -392,16 +393,11 @@ def run_sweep(args) -> dict:
 
 def merge_results(paths: List[str]) -> dict:
     """Rows of several runs of one trunk (e.g. the large sizes run separately), sorted by size."""
-    results = []
-    for path in paths:
-        with open(path) as f:
-            results.append(json.load(f))
-    trunks = {r['trunk'] for r in results}
+    merged = merge_runs(paths)
+    trunks = {r['trunk'] for r in merged['runs']}
     if len(trunks) != 1:
         raise ValueError(f'--from-json files are for different trunks {sorted(trunks)}; merge one trunk at a time')
-    merged = dict(results[0])
-    merged['rows'] = sorted((row for r in results for row in r['rows']), key=lambda r: r['pixels'])
-    merged['runs'] = [{k: v for k, v in r.items() if k != 'rows'} for r in results]
+    merged['rows'].sort(key=lambda r: r['pixels'])
     return merged
 
 
@@ -462,12 +458,8 @@ def print_summary(result: dict):
 
 
 def plot(result: dict, path: str):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     keys = list(dict.fromkeys((r['attention'], r.get('runtime', 'torch')) for r in result['rows']))
@@ -485,18 +477,11 @@ def plot(result: dict, path: str):
             axes[2].plot(*zip(*mem), **style)
     for ax, label in zip(axes, ('forward latency, wall-clock (ms)', 'forward CPU time, all threads (ms)',
                                 'peak forward memory (MiB)')):
-        ax.set_xscale('log')
-        ax.set_yscale('log')
-        ax.set_xlabel('input pixels (H x W)')
-        ax.set_ylabel(label)
-        ax.grid(True, which='both', alpha=0.3)
+        loglog_against_pixels(ax, label)
     axes[0].legend()
     fig.suptitle(f'{result["trunk"]} trunk, batch 1, {result["device"]} ({result["threads"]} threads), '
                  f'{result["dtype"]}')
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f'plot written to {path}')
+    save_figure(fig, path, dpi=120)
 
 
 def parse_args(argv=None):
