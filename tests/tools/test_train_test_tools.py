@@ -58,9 +58,10 @@ def final_weights(path: Path) -> dict:
 
 def det_options(coco_root):
     ann = f'{coco_root}/annotations/instances_val2017.json'
-    return ['--cfg-options', *data_options(coco_root), f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-            'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2',
-            'default_hooks.checkpoint.max_keep_ckpts=3', 'train_cfg.val_interval=100']
+    return ['--cfg-options', *data_options(coco_root), f'val_evaluator.ann_file={ann}',
+            f'test_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+            'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3',
+            'train_cfg.val_interval=100']
 
 
 def test_detection_train_and_test(coco_root, tmp_path):
