@@ -84,6 +84,8 @@ class LePEAttention(nn.Module):
 
     With batch padding an image is attended over its own real map (what it gets alone).
     """
+    # The CSwin family's blocks call these branches without the registered mixer: they are its mixing.
+    attention_name = 'cswin'
 
     def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None,
                  stripe_padding: str = 'center'):
