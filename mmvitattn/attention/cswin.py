@@ -56,8 +56,9 @@ def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple
     """Inverse of :func:`to_windows`, cropping the padding: -> (B, H*W, C)."""
     h, w = hw
     wh, ww = window
-    top, _, left, _ = window_padding(hw, window, center)
-    nh, nw = -(-h // wh), -(-w // ww)
+    top, bottom, left, right = window_padding(hw, window, center)
+    # Not -(-h // wh): exported to ONNX, floor division of a negative size truncates instead.
+    nh, nw = (h + top + bottom) // wh, (w + left + right) // ww
     c = t.shape[-1]
     grid = t.reshape(batch, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * wh, nw * ww, c)
     return grid[:, top:top + h, left:left + w].reshape(batch, h * w, c)
@@ -83,6 +84,8 @@ class LePEAttention(nn.Module):
 
     With batch padding an image is attended over its own real map (what it gets alone).
     """
+    # The CSwin family's blocks call these branches without the registered mixer: they are its mixing.
+    attention_name = 'cswin'
 
     def __init__(self, dim: int, num_heads: int, mode: str, split_size: Optional[int] = None,
                  stripe_padding: str = 'center'):

@@ -44,6 +44,16 @@ def _abs_offsets(q_len: int, k_len: int, q_stride: int, device) -> torch.Tensor:
     return (q[:, None] - k[None, :]).abs()
 
 
+def _unit_grid(n: int, device) -> torch.Tensor:
+    """``n`` points evenly over [0, 1] (0 alone for n = 1). When exporting, arange / (n - 1) (equal
+    within an ulp): torch.export freezes ``torch.linspace``'s length at the traced size."""
+    if n == 1:
+        return torch.zeros(1, device=device)
+    if torch.compiler.is_exporting():
+        return torch.arange(n, device=device, dtype=torch.float32) / (n - 1)
+    return torch.linspace(0, 1, n, device=device, dtype=torch.float32)
+
+
 def resize_offset_table(table: torch.Tensor, size: Tuple[int, int], mode: str = 'interpolate') -> torch.Tensor:
     """Resize a (heads, Rh, Rw) table over absolute offsets to (heads, H, W) (see the module doc).
 
@@ -66,10 +76,7 @@ def resize_offset_table(table: torch.Tensor, size: Tuple[int, int], mode: str = 
     signed = torch.cat([signed.flip(2)[:, :, :-1], signed], dim=2)
     # With align_corners=True, normalized coordinate 0 is offset 0 and 1 is offset R-1; new offset
     # d sits at d / (H - 1) (or 0 when the new grid has a single row/column).
-    gy = torch.linspace(0, 1, h, device=table.device, dtype=torch.float32) if h > 1 else \
-        torch.zeros(1, device=table.device)
-    gx = torch.linspace(0, 1, w, device=table.device, dtype=torch.float32) if w > 1 else \
-        torch.zeros(1, device=table.device)
+    gy, gx = _unit_grid(h, table.device), _unit_grid(w, table.device)
     grid = torch.stack(torch.meshgrid(gx, gy, indexing='xy'), dim=-1)  # (h, w, 2) as (x, y)
     out = F.grid_sample(signed[None].float(), grid[None], mode='bicubic', padding_mode='border',
                         align_corners=True)

@@ -1,6 +1,7 @@
 """FLOP counts against formulas derived by hand from the shapes (one unit = one multiply-add;
 element-wise ops 1 per output element, reductions 1 per input element, softmax 5 per element)."""
 import importlib.util
+import json
 import os
 import re
 
@@ -238,3 +239,23 @@ def test_cascade_detectors_count_every_stage():
         assert stages[0] > 0 and stages == [stages[0]] * 3, (head, stages)
     assert counts.total > sum(counts.by_module.get(f'roi_head.{h}.{i}', 0)
                               for h in ('bbox_head', 'mask_head') for i in range(3))
+
+
+def test_get_flops_out_keeps_the_other_models_rows(tmp_path):
+    """--out merges by model and size: counting a second backbone into the same file keeps the
+    first one's row, and counting the first again replaces its row instead of adding one."""
+    from mmvitattn.backbones import ViT
+    tool = load_tool('get_flops')
+    out = str(tmp_path / 'flops.json')
+    tiny = ['arch=None', f'embed_dim={C}', 'depth=1', f'num_heads={HEADS}', 'pretrain_img_size=32']
+    args = ['--size', '32x48', '--out', out, '--backbone-cfg'] + tiny
+    tool.main(['--backbone', 'ViT'] + args + ['attention=softmax'])
+    tool.main(['--backbone', 'mmvitattn.ViT'] + args + ['attention=softmax'])
+    rows = tool.main(['--backbone', 'ViT'] + args + ['attention=inline'])
+    with open(out) as f:
+        saved = json.load(f)['rows']
+    assert [(r['model'], r['height'], r['width']) for r in saved] == [('ViT', 32, 48), ('mmvitattn.ViT', 32, 48)]
+    assert saved == rows
+    torch.manual_seed(0)
+    inline = ViT(arch=None, embed_dim=C, depth=1, num_heads=HEADS, pretrain_img_size=32, attention='inline').eval()
+    assert saved[0]['backbone']['total'] == backbone_flops(inline, (32, 48)).total  # the recount replaced it

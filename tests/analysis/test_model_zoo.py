@@ -1,5 +1,6 @@
 """tools/analysis/model_zoo.py: one row per config, counted at its own input size."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,19 @@ def test_every_config_but_the_demo_is_listed():
     assert len(listed) == len(on_disk) and not any('demo' in p for p in listed)
 
 
-def test_a_row_counts_the_config_model_at_its_task_size(monkeypatch, capsys):
+def test_a_row_counts_the_config_model_at_its_task_size(monkeypatch, capsys, tmp_path):
+    """...and --out adds it to the rows already in the file (sorted by config), replacing its own."""
     from mmvitattn.analysis import backbone_flops
     monkeypatch.setattr(zoo, 'input_size', lambda cfg, scope: ('small', (64, 128)))  # a fast stand-in for 512x2048
     path = 'configs/sem_fpn/fpn_inline-pvt-t_4xb4-40k_ade20k-512x512.py'
-    (row, ) = zoo.main(['--configs', str(ROOT / path)])
+    other = dict(config='configs/mask_rcnn/x.py', backbone='X', height=1, width=1, params_backbone=1, params=2,
+                 gflops_backbone=0.5, gflops=1.0, checkpoint='-')
+    out = tmp_path / 'zoo.json'
+    out.write_text(json.dumps([dict(other, config=path, gflops=-1.0), other]))
+    rows = zoo.main(['--configs', str(ROOT / path), '--out', str(out)])
+    assert json.loads(out.read_text()) == rows and [r['config'] for r in rows] == [other['config'], path]
+    assert rows[0] == other
+    row = rows[1]
     assert row['config'] == path and row['checkpoint'] == 'checkpoints/inline_pvt_t.pth'
     model = zoo.build_from_config(str(ROOT / path))
     assert row['params'] == sum(p.numel() for p in model.parameters())

@@ -357,30 +357,30 @@ def test_train_resume_mid_schedule_and_load_into_the_inference_model(coco_root, 
     config.write_text(CASTLING_DEMO.format(base=str(DEMO_CONFIG)))
     ann = f'{coco_root}/annotations/instances_val2017.json'
     options = ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={coco_root}/' for s in ('train', 'val', 'test')],
-               f'val_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2', 'train_cfg.max_iters=6',
-               'train_cfg.val_interval=100', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=3',
+               f'val_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
+               'train_cfg.val_interval=100', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2',
                'default_hooks.checkpoint.max_keep_ckpts=3']
     schedule = CastlingAuxScheduleHook(begin=0, end=1.0, schedule='cosine')
 
     work = tmp_path / 'work'
     train(config, '--work-dir', work, *options)
     logs = train_logs(work)
-    assert sorted(logs) == [1, 2, 3, 4, 5, 6]
-    coefs = [logs[i]['castling_coef'] for i in range(1, 7)]
-    assert coefs == pytest.approx([schedule.coef_at(i, 6) for i in range(6)])  # log iter n = runner.iter n - 1
+    assert sorted(logs) == [1, 2, 3, 4]
+    coefs = [logs[i]['castling_coef'] for i in range(1, 5)]
+    assert coefs == pytest.approx([schedule.coef_at(i, 4) for i in range(4)])  # log iter n = runner.iter n - 1
     assert all(a > b for a, b in zip(coefs, coefs[1:])) and coefs[0] == 1.0
-    assert logs[6]['castling_threshold'] == pytest.approx(0.02 + 0.03 * 5 / 6)
+    assert logs[4]['castling_threshold'] == pytest.approx(0.02 + 0.03 * 3 / 4)
     assert all(0 <= logs[i][f'castling_density_{s}'] <= 1 for i in logs for s in ('block3', 'block4'))
     assert all('castling_l1' in logs[i] for i in logs)
 
-    # Resume from iteration 3 in a fresh work dir: iteration 4 gets the configured coefficient.
+    # Resume from iteration 2 in a fresh work dir: iteration 3 gets the configured coefficient.
     resumed_work = tmp_path / 'resumed'
-    log = train(config, '--resume', work / 'iter_3.pth', '--work-dir', resumed_work, *options)
-    assert 'resumed epoch: 0, iter: 3' in log
+    log = train(config, '--resume', work / 'iter_2.pth', '--work-dir', resumed_work, *options)
+    assert 'resumed epoch: 0, iter: 2' in log
     resumed = train_logs(resumed_work)
-    assert sorted(resumed) == [4, 5, 6]
-    assert resumed[4]['castling_coef'] == pytest.approx(schedule.coef_at(3, 6)) == pytest.approx(0.5)
-    assert [resumed[i]['castling_coef'] for i in (4, 5, 6)] == pytest.approx(coefs[3:])
+    assert sorted(resumed) == [3, 4]
+    assert resumed[3]['castling_coef'] == pytest.approx(schedule.coef_at(2, 4)) == pytest.approx(0.5)
+    assert [resumed[i]['castling_coef'] for i in (3, 4)] == pytest.approx(coefs[2:])
     assert 'castling_coef: 0.5000' in log  # the text log too
 
     # The trained checkpoint loads unchanged into the linear-only inference model.
@@ -393,7 +393,7 @@ def test_train_resume_mid_schedule_and_load_into_the_inference_model(coco_root, 
     cfg.model.backbone.type = 'mmvitattn.CastlingPVT'
     model = MODELS.build(cfg.model).eval()
     assert not CastlingAuxScheduleHook.find_modules(model)
-    checkpoint = load_checkpoint(model, str(resumed_work / 'iter_6.pth'), map_location='cpu', strict=True)
+    checkpoint = load_checkpoint(model, str(resumed_work / 'iter_4.pth'), map_location='cpu', strict=True)
     assert checkpoint['state_dict'].keys() == model.state_dict().keys()
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 128, 160))

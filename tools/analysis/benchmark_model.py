@@ -52,9 +52,11 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # mmengine's import, every process
 
 from benchmark_resolution import measurement_env, peak_memory_mib, time_call  # noqa: E402
 from get_flops import ROOT, build_from_config  # noqa: E402
@@ -62,6 +64,7 @@ from get_flops import ROOT, build_from_config  # noqa: E402
 import torch  # noqa: E402
 
 from mmvitattn.analysis import model_flops, parse_size, tensor_forward  # noqa: E402
+from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
 
 MODES = ('infer', 'train')
 MEASUREMENTS = {'infer': ('forward', 'infer'), 'train': ('train', )}
@@ -78,6 +81,15 @@ def config_name(path: str) -> str:
 
 
 # ----------------------------------------------------------------------------- model + data
+def quiet_mmengine():
+    """Keep mmengine's warnings only: at INFO it logs every parameter's initialisation and
+    optimizer options (thousands of lines per model), which would bury the progress lines."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+
+
 class Bench:
     """One config's model, optimizer wrapper and synthetic sample, ready to run a measurement."""
 
@@ -355,12 +367,8 @@ def print_table(result: dict):
 
 
 def plot(result: dict, path: str):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
+    plt = pyplot()
+    if plt is None:
         return
     modes = list(dict.fromkeys(r['mode'] for r in result['rows']))
     fig, axes = plt.subplots(len(modes), len(CURVES), figsize=(18, 4.2 * len(modes)), squeeze=False)
@@ -379,19 +387,12 @@ def plot(result: dict, path: str):
             for c in result.get('crossovers', []):
                 if c['mode'] == mode and c[key]['status'] == 'crosses':
                     ax.axvline(c[key]['pixels'], color=colors[c['config']], linestyle=':', alpha=0.8)
-            ax.set_xscale('log')
-            ax.set_yscale('log')
-            ax.set_xlabel('input pixels (H x W)')
-            ax.set_ylabel(f'{mode}: {label}')
-            ax.grid(True, which='both', alpha=0.3)
+            loglog_against_pixels(ax, f'{mode}: {label}')
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f'whole model, batch 1 (segmentor training 2), {result["device"]} ({result["threads"]} threads); solid: linear '
                  'attention, dashed: softmax; dotted verticals: where a linear config overtakes its twin',
                  fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
-    fig.savefig(path, dpi=110)
-    print(f'plot written to {path}')
+    save_figure(fig, path, dpi=110)
 
 
 def write_json(result: dict, path: str):
@@ -405,14 +406,8 @@ def write_json(result: dict, path: str):
 
 def merge_results(paths: Sequence[str]) -> dict:
     """The rows of several runs (e.g. the largest sizes run separately), in one result."""
-    results = []
-    for path in paths:
-        with open(path) as f:
-            results.append(json.load(f))
-    merged = dict(results[0])
-    merged['configs'] = list(dict.fromkeys(c for r in results for c in r['configs']))
-    merged['rows'] = [row for r in results for row in r['rows']]
-    merged['runs'] = [{k: v for k, v in r.items() if k not in ('rows', 'crossovers')} for r in results]
+    merged = merge_runs(paths)
+    merged['configs'] = list(dict.fromkeys(c for r in merged['runs'] for c in r['configs']))
     return merged
 
 
@@ -475,6 +470,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_mmengine()
     if args._measure:
         size, *measurements = args._measure
         torch.set_num_threads(args.threads)

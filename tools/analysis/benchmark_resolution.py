@@ -79,6 +79,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmvitattn.analysis import backbone_flops, parse_size  # noqa: E402
+from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
 from mmvitattn.attention import ATTENTIONS  # noqa: E402
 
 # Trunks: (backbone class name, keyword arguments). Only the trunk runs (no pyramid, no head).
@@ -418,19 +419,15 @@ def run_sweep(args) -> dict:
 
 def merge_results(paths: List[str]) -> dict:
     """Rows of several runs of one trunk (e.g. the large sizes run separately), sorted by size."""
-    results = []
-    for path in paths:
-        with open(path) as f:
-            results.append(json.load(f))
-    trunks = {r['trunk'] for r in results}
+    merged = merge_runs(paths)
+    trunks = {r['trunk'] for r in merged['runs']}
     if len(trunks) != 1:
         raise ValueError(f'--from-json files are for different trunks {sorted(trunks)}; merge one trunk at a time')
-    merged = dict(results[0])
-    setups = {(MODE_ALIASES.get(r.get('mode', 'infer'), r.get('mode', 'infer')), r.get('batch', 1)) for r in results}
+    setups = {(MODE_ALIASES.get(r.get('mode', 'infer'), r.get('mode', 'infer')), r.get('batch', 1))
+              for r in merged['runs']}
     if len(setups) != 1:
         raise ValueError(f'--from-json files have different (mode, batch) {sorted(setups)}; merge one setup at a time')
-    merged['rows'] = sorted((row for r in results for row in r['rows']), key=lambda r: r['pixels'])
-    merged['runs'] = [{k: v for k, v in r.items() if k != 'rows'} for r in results]
+    merged['rows'].sort(key=lambda r: r['pixels'])
     sizes: Dict[Tuple[int, int], List[dict]] = {}
     for row in merged['rows']:
         sizes.setdefault((row['height'], row['width']), []).append(row)
@@ -523,12 +520,8 @@ def print_summary(result: dict):
 
 
 def plot(result: dict, path: str):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is not installed: no plot drawn (pip install matplotlib to get one)')
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     keys = list(dict.fromkeys((r['attention'], r.get('runtime', 'torch')) for r in result['rows']))
@@ -547,18 +540,11 @@ def plot(result: dict, path: str):
     what = 'training step' if MODE_ALIASES.get(result.get('mode'), result.get('mode')) == 'train' else 'forward'
     for ax, label in zip(axes, (f'{what} latency, wall-clock (ms)', f'{what} CPU time, all threads (ms)',
                                 f'peak {what} memory (MiB)')):
-        ax.set_xscale('log')
-        ax.set_yscale('log')
-        ax.set_xlabel('input pixels (H x W)')
-        ax.set_ylabel(label)
-        ax.grid(True, which='both', alpha=0.3)
+        loglog_against_pixels(ax, label)
     axes[0].legend()
     fig.suptitle(f'{result["trunk"]} trunk, batch {result.get("batch", 1)}, {result["device"]} ({result["threads"]} threads), '
                  f'{result["dtype"]}')
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f'plot written to {path}')
+    save_figure(fig, path, dpi=120)
 
 
 def parse_args(argv=None):

@@ -11,7 +11,6 @@ Sizes: "S" (square), "HxW", or imagenet (224x224), coco (800x1280: 1280 wide, 80
 convolutions (SDPA's two products included), the convention of most papers' tables.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 import mmvitattn  # noqa: E402,F401
 from mmvitattn.analysis import backbone_flops, model_flops, parse_size  # noqa: E402
+from mmvitattn.analysis.reporting import merge_rows, read_json, write_json  # noqa: E402
 
 
 def build_from_config(path: str, options=None):
@@ -113,10 +113,12 @@ def main(argv=None):
                     print(f'    {part}: {ops}')
         del model
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(dict(torch=torch.__version__, rows=rows), f, indent=1)
-        print(f'results written to {args.out}')
+        # Rows of models (configs) not counted now stay: one file can collect many runs.
+        old = read_json(args.out, default={}).get('rows', [])
+        rows = merge_rows(old, rows, key=lambda r: (r['model'], r['height'], r['width'], r['elementwise']))
+        write_json(args.out, dict(torch=torch.__version__, rows=rows))
+        print(f'results written to {args.out} ({len(rows)} rows)')
+    return rows
 
 
 if __name__ == '__main__':

@@ -8,10 +8,12 @@ ViTDet's 1024x1024), else COCO's 1280x800; segmentation, the scale of the config
 ``Resize`` (ADE20K 512x2048 or 640x2560, Cityscapes 1024x2048), else ADE20K's 512x2048.
 
     python tools/analysis/model_zoo.py [--configs configs/mask_rcnn/*.py] [--out work_dirs/zoo.json]
+
+With ``--out``, the rows of configs already in that file and not counted now are kept (the table
+lists them all), so a few configs can be (re)counted at a time.
 """
 import argparse
 import glob
-import json
 import os
 import sys
 
@@ -20,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from get_flops import ROOT, build_from_config  # noqa: E402
 
 from mmvitattn.analysis import model_flops  # noqa: E402
+from mmvitattn.analysis.reporting import merge_rows, read_json, write_json  # noqa: E402
 
 STANDARD_SIZE = {'mmdet': ('coco', (800, 1280)), 'mmseg': ('ade20k', (512, 2048))}
 
@@ -80,13 +83,11 @@ def main(argv=None):
         rows.append(describe(os.path.relpath(os.path.abspath(path), ROOT)))
         r = rows[-1]
         print(f"{r['config']}: {r['gflops_backbone']:.1f} / {r['gflops']:.1f} GFLOPs", file=sys.stderr, flush=True)
+    if args.out:  # the other configs' rows already in the file stay; the table lists them all
+        rows = sorted(merge_rows(read_json(args.out, default=[]), rows, key=lambda r: r['config']),
+                      key=lambda r: r['config'])
+        write_json(args.out, rows)
     print(markdown(rows))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, args.out)
     return rows
 
 
