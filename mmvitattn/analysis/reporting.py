@@ -4,6 +4,8 @@ import json
 import os
 from typing import List, Sequence
 
+from ..utils.runtime import write_text
+
 PIXELS_LABEL = 'input pixels (H x W)'
 
 
@@ -68,8 +70,4 @@ def read_json(path: str, default=None):
 
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON atomically (a temporary file renamed), so a reader never sees half."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1))

@@ -64,6 +64,7 @@ from get_flops import ROOT, build_from_config  # noqa: E402
 import torch  # noqa: E402
 
 from mmvitattn.analysis import model_flops, parse_size, tensor_forward  # noqa: E402
+from mmvitattn.analysis import reporting  # noqa: E402
 from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
 
 MODES = ('infer', 'train')
@@ -396,11 +397,7 @@ def plot(result: dict, path: str):
 
 
 def write_json(result: dict, path: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, path)
+    reporting.write_json(path, result)
     print(f'results written to {path}')
 
 

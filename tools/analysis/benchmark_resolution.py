@@ -79,7 +79,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmvitattn.analysis import backbone_flops, parse_size  # noqa: E402
-from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
+from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure, write_json  # noqa: E402
 from mmvitattn.attention import ATTENTIONS  # noqa: E402
 
 # Trunks: (backbone class name, keyword arguments). Only the trunk runs (no pyramid, no head).
@@ -616,9 +616,7 @@ def main(argv=None):
             print_row(row, header=i == 0)
     print_summary(result)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
         print(f'results written to {args.out}')
     if args.plot:
         plot(result, args.plot)
