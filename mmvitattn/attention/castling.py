@@ -53,7 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import QKVMixer, check_tokens, float32_region, register_attention, sdpa_mask, to_float32
+from .base import (QKVMixer, check_tokens, custom_backward_wanted, depthwise_conv_tokens, float32_region,
+                   register_attention, sdpa_mask, to_float32)
+
+NORM_EPS = 1e-12  # F.normalize's
 
 
 @register_attention('castling')
@@ -92,33 +95,25 @@ class CastlingAttention(QKVMixer):
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_tokens(x, hw, pad_mask)
-        b, n, c = x.shape
-        h, d = self.num_heads, self.head_dim
+        h = self.num_heads
         q, k, v = self.project_tokens(x)  # (B, N, C) column views; heads split by view
         if pad_mask is not None:
             # Zero values: padded keys then drop out of k^^T v and of the conv; no mask on k needed.
             v = v * (~pad_mask).to(v.dtype)[..., None]
+        # out = dconv(v) + y / ||y||: the normalised heads are added into the conv's (B, N, C)
+        # output, which merges them with no copy of their own.
+        out = self.token_conv(v, pad_mask)
         with float32_region(x):
             qf, kf, vf = to_float32(q, k, v)
-            q4, k4, v4 = (t.view(b, n, h, d) for t in (qf, kf, vf))
-            vh = v4.transpose(1, 2)  # (B, h, N, d)
-            # k^^T v = K^T diag(1/||k||) V; 1/||q|| is applied to the (N, d) product's rows.
-            k_hat = k4 * inv_norm(k4)
-            kt = k_hat.permute(0, 2, 3, 1)  # (B, h, d, N)
-            # (B, h, d, d): a sum over N, float32; one image's (B, h) batch is one strided axis,
-            # which bmm takes as it is (matmul would fold it with a copy of V)
-            kv = torch.bmm(kt[0], vh[0])[None] if b == 1 else kt @ vh
-            qh = q4.transpose(1, 2)
-            # Twice the released y (y is normalised next, so a positive factor changes nothing):
-            # 2y = v + (2/pi) q^ (k^^T v)   [or sum_j v_j + ... for the expansion form].
-            const = vh if self.constant_term == 'self' else vh.sum(dim=-2, keepdim=True)
-            y = torch.addcmul(const, qh @ kv, inv_norm(qh), value=2 / math.pi)
             if self.aux_active:
-                y = y + (2 * self.aux_coef) * self.masked_softmax(qh, k4.transpose(1, 2), vh, pad_mask)
-            inv_y = inv_norm(y)
-        # y / ||y|| + dconv(v), accumulated into the conv's (B, N, C) output: merges the heads.
-        out = self.token_conv(v, pad_mask)
-        out.view(b, n, h, d).transpose(1, 2).addcmul_(y, inv_y)
+                qh, kh, vh = split_heads(qf, kf, vf, h)
+                y = angular_mix(qh, kh, vh, self.constant_term)[0]
+                y = y + (2 * self.aux_coef) * self.masked_softmax(qh, kh, vh, pad_mask)
+                add_unit_rows(out, y, inv_norm(y))
+            elif custom_backward_wanted(qf, kf, vf):
+                out = LinearAngular.apply(qf, kf, vf, out, h, self.constant_term)
+            else:
+                add_linear_angular(out, qf, kf, vf, h, self.constant_term)
         return self.output(out)
 
     def token_conv(self, v: torch.Tensor, pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -136,11 +131,8 @@ class CastlingAttention(QKVMixer):
         return torch.empty_like(packed).scatter_(1, index, packed)
 
     def _conv_tokens(self, v: torch.Tensor) -> torch.Tensor:
-        b, n, c = v.shape
         weight = self.dconv.weight.repeat_interleave(self.head_dim, dim=0)  # (C, 1, k, 1)
-        grid = v.reshape(b, n, 1, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        out = F.conv2d(grid, weight.to(grid.dtype), padding=self.dconv.padding, groups=c)
-        return out.permute(0, 2, 3, 1).reshape(b, n, c)
+        return depthwise_conv_tokens(v, (v.shape[1], 1), weight, self.dconv.padding)
 
     def masked_softmax(self, q, k, v, pad_mask):
         """sum_j S_ij v_j with S = A * [A > cut], A = softmax(s q k^T) over real keys and cut given
@@ -189,9 +181,92 @@ class CastlingAttention(QKVMixer):
         return torch.cat(outs, dim=2)
 
 
-def inv_norm(t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def inv_norm(t: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """1 / max(||t||, eps) over the last dim (``F.normalize``'s rule), kept as a (..., 1) factor."""
     return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(eps).reciprocal()
+
+
+def inv_norm_backward(t: torch.Tensor, inv: torch.Tensor, grad: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """The gradient with respect to ``t`` of ``t * inv_norm(t)`` given ``grad`` of the result:
+    inv * grad - inv^3 (t . grad) t where ||t|| > eps (the clamp's side), inv * grad elsewhere."""
+    coef = (t * grad).sum(dim=-1, keepdim=True) * inv.pow(3) * (inv < 1 / eps)
+    return torch.addcmul(grad * inv, t, coef, value=-1)
+
+
+def split_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int):
+    """(B, N, C) views (any row stride) -> (B, h, N, d) views, no copy."""
+    b, n, c = q.shape
+    return tuple(t.view(b, n, num_heads, c // num_heads).transpose(1, 2) for t in (q, k, v))
+
+
+def angular_mix(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, constant_term: str):
+    """Twice the released y, per head, on (B, h, N, d) views: 2y = v + (2/pi) q^ (k^^T v) [or
+    sum_j v_j + ... for the expansion form]; y is normalised next, so the factor 2 changes nothing.
+    Returns (2y, k^^T v (B, h, d, d), 1/||q||, 1/||k|| (B, h, N, 1))."""
+    inv_q, inv_k = inv_norm(qh), inv_norm(kh)
+    kt = (kh * inv_k).transpose(-2, -1)  # (B, h, d, N)
+    # A sum over N; one image's (B, h) batch is one strided axis, which bmm takes as it is
+    # (matmul would fold it with a copy of V).
+    kv = torch.bmm(kt[0], vh[0])[None] if qh.shape[0] == 1 else kt @ vh
+    return angular_y(qh, vh, kv, inv_q, constant_term), kv, inv_q, inv_k
+
+
+def angular_y(qh, vh, kv, inv_q, constant_term: str) -> torch.Tensor:
+    """2y of :func:`angular_mix` from its parts; 1/||q|| is applied to the (N, d) product's rows."""
+    const = vh if constant_term == 'self' else vh.sum(dim=-2, keepdim=True)
+    return torch.addcmul(const, qh @ kv, inv_q, value=2 / math.pi)
+
+
+def add_unit_rows(base: torch.Tensor, y: torch.Tensor, inv_y: torch.Tensor, out: Optional[torch.Tensor] = None):
+    """``out`` (B, N, C; default ``base``, in place) = base + y / ||y||, y (B, h, N, d): the heads are
+    merged by the add, with no copy of their own."""
+    b, h, n, d = y.shape
+    base_heads = base.view(b, n, h, d).transpose(1, 2)
+    if out is None:
+        base_heads.addcmul_(y, inv_y)
+    else:
+        torch.addcmul(base_heads, y, inv_y, out=out.view(b, n, h, d).transpose(1, 2))
+
+
+def add_linear_angular(base, q, k, v, num_heads: int, constant_term: str, out=None):
+    """``out`` (default ``base``, in place) = base + the normalised linear-angular attention of
+    (B, N, C) q, k, v; returns what the backward of :class:`LinearAngular` needs besides q, k, v."""
+    y, kv, inv_q, inv_k = angular_mix(*split_heads(q, k, v, num_heads), constant_term)
+    inv_y = inv_norm(y)
+    add_unit_rows(base, y, inv_y, out)
+    return kv, inv_q, inv_k, inv_y
+
+
+class LinearAngular(torch.autograd.Function):
+    """``base + y / ||y||`` (:func:`add_linear_angular`, into a new tensor) with a backward that
+    keeps only q, k, v (which the projection's output holds anyway), k^^T v and the three inverse
+    norms, and recomputes q^, k^ and y: autograd of the formula would keep k^, q^ (k^^T v) and y,
+    three more (N, C) tensors per block."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, base, num_heads, constant_term):
+        out = torch.empty_like(base, memory_format=torch.contiguous_format)
+        kv, inv_q, inv_k, inv_y = add_linear_angular(base, q, k, v, num_heads, constant_term, out)
+        ctx.save_for_backward(q, k, v, kv, inv_q, inv_k, inv_y)
+        ctx.options = num_heads, constant_term
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out):
+        q, k, v, kv, inv_q, inv_k, inv_y = ctx.saved_tensors
+        num_heads, constant_term = ctx.options
+        qh, kh, vh = split_heads(q, k, v, num_heads)
+        b, h, n, d = qh.shape
+        c = 2 / math.pi
+        g = g_out.view(b, n, h, d).transpose(1, 2).to(q.dtype)
+        g_y = inv_norm_backward(angular_y(qh, vh, kv, inv_q, constant_term), inv_y, g)
+        g_kv = ((qh * inv_q).transpose(-2, -1) @ g_y) * c  # (B, h, d, d)
+        g_q = inv_norm_backward(qh, inv_q, (g_y @ kv.transpose(-2, -1)) * c)
+        g_k = inv_norm_backward(kh, inv_k, vh @ g_kv.transpose(-2, -1))
+        g_const = g_y if constant_term == 'self' else g_y.sum(dim=-2, keepdim=True)
+        g_v = g_const + (kh * inv_k) @ g_kv
+        merged = [t.transpose(1, 2).reshape(b, n, h * d) for t in (g_q, g_k, g_v)]
+        return (*merged, g_out, None, None)
 
 
 THRESHOLD_MODES = ('relative', 'absolute')

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, float32_region,
-                   register_attention, to_float32)
+from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, conv_on_tokens,
+                   float32_region, register_attention, to_float32)
 
 
 def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor,
@@ -210,33 +210,7 @@ def batch_depthwise_conv(tokens: torch.Tensor, kernels: torch.Tensor, bias: Opti
                          hw: Tuple[int, int]) -> torch.Tensor:
     """Depthwise 3x3 conv (zero padding 1) of (B, H*W, C) tokens with a kernel per image and channel
     (``kernels`` (B*C, 1, 3, 3), ``bias`` (B*C) or None), all images in one grouped conv over B*C
-    channels (the released code's form); returns (B, H*W, C). Through :class:`BatchDepthwiseConv`
-    when a gradient is needed (not when traced: a Python autograd function is opaque to tracers)."""
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (tokens, kernels, bias))
-    if needs_grad and not torch.jit.is_tracing():
-        return BatchDepthwiseConv.apply(tokens, kernels, bias, hw)
-    out = F.conv2d(batch_grid(tokens, hw), kernels, bias, padding=kernels.shape[-1] // 2, groups=kernels.shape[0])
-    return batch_tokens(out, tokens.shape[0])
-
-
-class BatchDepthwiseConv(torch.autograd.Function):
-    """:func:`batch_depthwise_conv` with a backward that recomputes the channels-last copy of the
-    tokens instead of keeping it: the tokens (V) are kept by the attention's products anyway, so the
-    conv adds no saved tensor of its own (in a DeiT-S training step at 512x512, 6% less peak memory)."""
-
-    @staticmethod
-    def forward(ctx, tokens, kernels, bias, hw):
-        ctx.save_for_backward(tokens, kernels)
-        ctx.hw, ctx.has_bias = hw, bias is not None
-        with torch.no_grad():
-            return batch_depthwise_conv(tokens, kernels, bias, hw)
-
-    @staticmethod
-    def backward(ctx, grad):
-        tokens, kernels = ctx.saved_tensors
-        b, groups, pad = tokens.shape[0], kernels.shape[0], kernels.shape[-1] // 2
-        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        g_in, g_kernels, g_bias = torch.ops.aten.convolution_backward(
-            batch_grid(grad, ctx.hw), batch_grid(tokens, ctx.hw), kernels, [groups] if ctx.has_bias else None,
-            [1, 1], [pad, pad], [1, 1], False, [0, 0], groups, need)
-        return (batch_tokens(g_in, b) if need[0] else None, g_kernels, g_bias if need[2] else None, None)
+    channels (the released code's form); returns (B, H*W, C). Its backward remakes the grid copy of
+    the tokens (:class:`~mmvitattn.attention.base.TokenGridConv`)."""
+    layout = (lambda t: batch_grid(t, hw)), batch_tokens
+    return conv_on_tokens(tokens, kernels, bias, kernels.shape[-1] // 2, kernels.shape[0], layout)

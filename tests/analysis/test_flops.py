@@ -112,6 +112,14 @@ def test_castling_mixer_block():
     assert full.unsupported == {}
 
 
+@pytest.mark.parametrize('name', ['inline', 'castling'])
+def test_training_mode_counts_like_eval(name):
+    """Counted in training mode (grads on the weights: the custom backwards are not traced) as in eval."""
+    mixer = Mixer(name)
+    counts = [count_flops(mixer.train(mode), tokens()).total for mode in (True, False)]
+    assert counts[0] == counts[1] > 0
+
+
 def test_linear_attention_is_linear_and_softmax_quadratic_in_tokens():
     """Doubling the tokens doubles InLine/Castling's counted work (minus the N-independent part)
     and more than doubles softmax's: the attention term of the count is N^2."""

@@ -232,6 +232,47 @@ def test_castling_auxiliary_branch_matches_reference(coef, mode, tau):
             rtol=1e-10, atol=1e-10)
 
 
+def graph_node_names(t):
+    """Names of the autograd nodes ``t`` was computed through."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(n for n, _ in node.next_functions)
+    return {type(n).__name__ for n in seen}
+
+
+@pytest.mark.parametrize('padded', [False, True])
+def test_castling_gradients_match_the_plain_formula(padded):
+    """Gradients through the module (its linear-angular core and token conv have backwards of their
+    own) against autograd of the explicit N x N formula, per image, in float64; with ``padded``,
+    image 1 is real only in a 3 x 4 corner (the conv then runs on the packed tokens)."""
+    mixer = build('castling')
+    x, pad = make_batch()
+    pad = pad if padded else torch.zeros_like(pad)
+    x.requires_grad_(True)
+    cot = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = mixer(x, (H, W), pad)
+    assert {'LinearAngularBackward', 'TokenGridConvBackward'} <= graph_node_names(out)  # what is tested
+    params = list(mixer.parameters())
+    grads = torch.autograd.grad((out * cot * (~pad)[..., None]).sum(), [x, *params])
+    ref = sum((castling_reference(mixer, x[b][~pad[b]], (H, W)) * cot[b][~pad[b]]).sum() for b in range(2))
+    for got, want in zip(grads, torch.autograd.grad(ref, [x, *params])):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize('constant_term', ['self', 'sum'])
+def test_castling_core_backward_passes_gradcheck(constant_term):
+    """The core's backward (recomputing q^, k^ and y) against finite differences."""
+    from mmvitattn.attention.castling import LinearAngular
+    g = torch.Generator().manual_seed(2)
+    q, k, v, base = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64) for _ in range(4))
+    inputs = [t.requires_grad_(True) for t in (q, k, v, base)]
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, base: LinearAngular.apply(q, k, v, base.clone(), 2, constant_term), inputs)
+
+
 def test_castling_auxiliary_branch_off_outside_training():
     mixer = build('castling', aux_softmax=True)
     x, _ = make_batch()
@@ -320,7 +361,7 @@ def test_inline_exported_residual_is_the_dynamic_conv():
 def test_inline_gradients_match_the_plain_formula_on_a_padded_batch():
     """Gradients through the module (its local conv has a backward of its own) against autograd of
     the explicit per-image formula, in float64, with one image padded; plus gradcheck of the conv."""
-    from mmvitattn.attention.inline import BatchDepthwiseConv
+    from mmvitattn.attention.inline import batch_depthwise_conv
     valid = (3, 4)
     mixer = build('inline')
     x, pad = make_batch(valid)
@@ -336,4 +377,4 @@ def test_inline_gradients_match_the_plain_formula_on_a_padded_batch():
     v = torch.randn(2, 3 * 4, 6, dtype=torch.float64, requires_grad=True)
     kernels = torch.randn(2 * 3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2 * 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t, k, b: BatchDepthwiseConv.apply(t[..., 3:], k, b, (3, 4)), (v, kernels, bias))
+    assert torch.autograd.gradcheck(lambda t, k, b: batch_depthwise_conv(t[..., 3:], k, b, (3, 4)), (v, kernels, bias))
