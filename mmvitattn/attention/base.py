@@ -69,8 +69,7 @@ class TokenMixer(nn.Module):
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, h, N, d)."""
-        b, n, _ = t.shape
-        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return split_heads(t, self.num_heads)
 
     @staticmethod
     def merge_heads(t: torch.Tensor) -> torch.Tensor:
@@ -80,6 +79,12 @@ class TokenMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}'
+
+
+def split_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, h, N, C/h); a view when the rows allow it (column views of a projection do)."""
+    b, n, c = t.shape
+    return t.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
 
 
 def check_tokens(x: torch.Tensor, hw: Tuple[int, int], pad_mask: Optional[torch.Tensor]) -> int:

@@ -54,9 +54,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import (QKVMixer, check_tokens, custom_backward_wanted, depthwise_conv_tokens, float32_region,
-                   register_attention, sdpa_mask, to_float32)
+                   register_attention, sdpa_mask, split_heads, to_float32)
 
 NORM_EPS = 1e-12  # F.normalize's
+ANGULAR_SCALE = 2 / math.pi  # of q^ (k^^T v) in 2y (see angular_mix)
 
 
 @register_attention('castling')
@@ -106,7 +107,7 @@ class CastlingAttention(QKVMixer):
         with float32_region(x):
             qf, kf, vf = to_float32(q, k, v)
             if self.aux_active:
-                qh, kh, vh = split_heads(qf, kf, vf, h)
+                qh, kh, vh = (split_heads(t, h) for t in (qf, kf, vf))
                 y = angular_mix(qh, kh, vh, self.constant_term)[0]
                 y = y + (2 * self.aux_coef) * self.masked_softmax(qh, kh, vh, pad_mask)
                 add_unit_rows(out, y, inv_norm(y))
@@ -193,12 +194,6 @@ def inv_norm_backward(t: torch.Tensor, inv: torch.Tensor, grad: torch.Tensor, ep
     return torch.addcmul(grad * inv, t, coef, value=-1)
 
 
-def split_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int):
-    """(B, N, C) views (any row stride) -> (B, h, N, d) views, no copy."""
-    b, n, c = q.shape
-    return tuple(t.view(b, n, num_heads, c // num_heads).transpose(1, 2) for t in (q, k, v))
-
-
 def angular_mix(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, constant_term: str):
     """Twice the released y, per head, on (B, h, N, d) views: 2y = v + (2/pi) q^ (k^^T v) [or
     sum_j v_j + ... for the expansion form]; y is normalised next, so the factor 2 changes nothing.
@@ -214,7 +209,7 @@ def angular_mix(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, constant_t
 def angular_y(qh, vh, kv, inv_q, constant_term: str) -> torch.Tensor:
     """2y of :func:`angular_mix` from its parts; 1/||q|| is applied to the (N, d) product's rows."""
     const = vh if constant_term == 'self' else vh.sum(dim=-2, keepdim=True)
-    return torch.addcmul(const, qh @ kv, inv_q, value=2 / math.pi)
+    return torch.addcmul(const, qh @ kv, inv_q, value=ANGULAR_SCALE)
 
 
 def add_unit_rows(base: torch.Tensor, y: torch.Tensor, inv_y: torch.Tensor, out: Optional[torch.Tensor] = None):
@@ -231,7 +226,7 @@ def add_unit_rows(base: torch.Tensor, y: torch.Tensor, inv_y: torch.Tensor, out:
 def add_linear_angular(base, q, k, v, num_heads: int, constant_term: str, out=None):
     """``out`` (default ``base``, in place) = base + the normalised linear-angular attention of
     (B, N, C) q, k, v; returns what the backward of :class:`LinearAngular` needs besides q, k, v."""
-    y, kv, inv_q, inv_k = angular_mix(*split_heads(q, k, v, num_heads), constant_term)
+    y, kv, inv_q, inv_k = angular_mix(*(split_heads(t, num_heads) for t in (q, k, v)), constant_term)
     inv_y = inv_norm(y)
     add_unit_rows(base, y, inv_y, out)
     return kv, inv_q, inv_k, inv_y
@@ -255,9 +250,9 @@ class LinearAngular(torch.autograd.Function):
     def backward(ctx, g_out):
         q, k, v, kv, inv_q, inv_k, inv_y = ctx.saved_tensors
         num_heads, constant_term = ctx.options
-        qh, kh, vh = split_heads(q, k, v, num_heads)
+        qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
         b, h, n, d = qh.shape
-        c = 2 / math.pi
+        c = ANGULAR_SCALE
         g = g_out.view(b, n, h, d).transpose(1, 2).to(q.dtype)
         g_y = inv_norm_backward(angular_y(qh, vh, kv, inv_q, constant_term), inv_y, g)
         g_kv = ((qh * inv_q).transpose(-2, -1) @ g_y) * c  # (B, h, d, d)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..padding import per_image
-from .base import QKVMixer, TokenMixer, check_heads, check_tokens, register_attention
+from .base import QKVMixer, TokenMixer, check_heads, check_tokens, register_attention, split_heads
 
 STRIPE_MODES = ('vertical', 'horizontal', 'global')
 STRIPE_PADDINGS = ('center', 'end')
@@ -62,12 +62,6 @@ def from_windows(t: torch.Tensor, batch: int, hw: Tuple[int, int], window: Tuple
     c = t.shape[-1]
     grid = t.reshape(batch, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * wh, nw * ww, c)
     return grid[:, top:top + h, left:left + w].reshape(batch, h * w, c)
-
-
-def split_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, h, N, C/h)."""
-    b, n, c = t.shape
-    return t.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
 
 
 class LePEAttention(nn.Module):
