@@ -50,7 +50,6 @@ import math
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import (QKVMixer, check_tokens, custom_backward_wanted, depthwise_conv_tokens, float32_region,
