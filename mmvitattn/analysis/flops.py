@@ -118,6 +118,7 @@ def attention_op_handles(elementwise: bool = True) -> Dict[str, Any]:
     handles: Dict[str, Any] = {
         'aten::scaled_dot_product_attention': _sdpa_handle(elementwise),
         'aten::baddbmm': _baddbmm_handle(elementwise),
+        'aten::baddbmm_': _baddbmm_handle(elementwise),
     }
     for op in _FREE_OPS:
         handles[f'aten::{op}'] = None

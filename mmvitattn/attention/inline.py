@@ -11,9 +11,14 @@ Prefix (cls) tokens take part in every mean but not in the conv.
 How it is computed (speed, no change to the result):
 - the only reduction over the tokens besides K^T V is mean(x): mean(k) and mean(v) follow from the
   projection's linearity, mean(x W^T + b) = mean(x) W^T + b;
-- q, k, v stay column views of the projection output (B, N, C); heads are split by ``view``, so
-  K^T V and q @ (d x d) run as batched GEMMs on strided operands with no copies;
-- the scale and the 1/N go into the d x d matrix; mean(v) is the local conv's bias;
+- the attention's per-head d x d matrix KV = s (K^T V / N - mean(k)^T mean(v)) is folded into the
+  query projection when the tokens outnumber the channels: q_h KV_h = x (Wq_h^T KV_h) + bq_h KV_h,
+  so one (N, C) x (C, C) product gives every head's result already merged, q is never formed, and
+  the products cost N C^2 instead of N C^2 + N C d (building the folded weight costs C^2 d);
+- that product accumulates into the local residual's output (beta = 1), whose bias is mean(v)
+  plus the folded query bias: no add and no head merge of their own;
+- otherwise q, k, v stay column views of the projection output (B, N, C); heads are split by
+  ``view``, so K^T V and q @ KV run as batched GEMMs on strided operands with no copies;
 - the depthwise convs of all images are one grouped conv over B*C channels (the released code's
   form) in channels-last memory, i.e. on the (H, W, B, C) rows; its backward recomputes that copy
   of V rather than keeping it; the kernel MLP runs as grouped matrix products.
@@ -27,26 +32,48 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, conv_on_tokens,
-                   float32_region, register_attention, to_float32)
+                   custom_backward_wanted, float32_region, register_attention, to_float32)
+from .projections import affine_rows, project_rows
 
 
-def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor,
-                     v_mean: torch.Tensor, count, scale: float) -> torch.Tensor:
-    """The InLine formula without its constant term: q_i [s (K^T V / N - mean(k)^T mean(v))], per
-    head; the caller adds mean(v) (fused into the local residual's conv as its bias).
+def inline_kv(k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor, v_mean: torch.Tensor, count,
+              scale: float) -> torch.Tensor:
+    """The InLine formula's per-head d x d matrix KV = s (K^T V / N - mean(k)^T mean(v)): head h of
+    the attention is q_h KV_h + mean(v_h) (the caller adds mean(v), fused into the local
+    residual's conv as its bias).
 
-    q, k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
+    k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
     k_mean, v_mean: (B, h, 1, d) over the real tokens; count: N, or (B, 1, 1, 1) real tokens.
-    Returns (B * h, N, d)."""
-    b, n, _ = q.shape
+    Returns (B, h, d, d)."""
+    b, n, _ = k.shape
     h, d = k_mean.shape[1], k_mean.shape[-1]
     kt = k.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
     vh = v.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-    # With one image the (B, h) batch is one strided axis: bmm takes the views with no copy.
-    ktv = torch.bmm(kt[0], vh[0])[None] if b == 1 else kt @ vh
-    kv = (ktv / count - k_mean.transpose(-2, -1) @ v_mean) * scale  # (B, h, d, d)
+    if torch.compiler.is_exporting():  # a loop over the images would fix the batch
+        ktv = kt @ vh
+    else:  # per image the h heads are one strided axis, which bmm takes with no copy of K and V
+        ktv = torch.stack([torch.bmm(kt[i], vh[i]) for i in range(b)])
+    return (ktv / count - k_mean.transpose(-2, -1) @ v_mean) * scale
+
+
+def heads_times(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """q (B, N, C) (any row stride) times each head's d x d matrix kv (B, h, d, d): (B * h, N, d)."""
+    b, n, _ = q.shape
+    h, d = kv.shape[1], kv.shape[-1]
     qh = q.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
     return torch.bmm(qh, kv.reshape(b * h, d, d))
+
+
+def fold_into_query(weight: torch.Tensor, bias: Optional[torch.Tensor], kv: torch.Tensor):
+    """The query projection (``weight`` (C, C_in), ``bias`` (C) or None) followed by each head's
+    d x d matrix kv (B, h, d, d), as one affine map per image: x -> x W + b' with W (B, C_in, C)
+    and b' (B, C) (zeros without a bias), so that (x Wq^T + bq)_h kv_h = (x W + b')_h."""
+    h, d = kv.shape[1], kv.shape[-1]
+    w_heads = weight.t().reshape(-1, h, d).transpose(0, 1).to(kv.dtype)  # (h, C_in, d)
+    folded = (w_heads @ kv).permute(0, 2, 1, 3).flatten(2)  # (B, C_in, C)
+    if bias is None:
+        return folded, kv.new_zeros(kv.shape[0], h * d)
+    return folded, (bias.view(h, 1, d).to(kv.dtype) @ kv).flatten(1)
 
 
 @register_attention('inline')
@@ -85,7 +112,12 @@ class InLineAttention(QKVMixer):
         prefix = check_tokens(x, hw, pad_mask)
         b, n, c = x.shape
         h, d = self.num_heads, self.head_dim
-        q, k, v = self.project_tokens(x)
+        query = self.foldable_query(n)
+        if query is None:
+            q, k, v = self.project_tokens(x)
+        else:  # q is folded into the last product; k and v as their own products, each contiguous
+            layer, start, _ = self._rows('kv')
+            k, v = (project_rows(layer, x, row, row + c) for row in (start, start + c))
         acc = torch.promote_types(x.dtype, torch.float32)
         if pad_mask is not None:
             keep = (~pad_mask).to(v.dtype)[..., None]  # (B, N, 1)
@@ -102,16 +134,37 @@ class InLineAttention(QKVMixer):
             # mean(k) and mean(v): from mean(x) where the projection is affine (``kv_mean``).
             kv_mean = self.kv_mean(x_mean, k, v, pad_mask)
             k_mean, v_mean = kv_mean.reshape(b, 2, h, 1, d).unbind(1)  # (B, h, 1, d)
-            y = inline_attention(*to_float32(q, k, v), k_mean, v_mean, count, self.scale)
-        # Merge heads (and return to the input dtype) in one copy.
-        out = q.new_empty(b, n, h, d)
-        out.copy_(y.view(b, h, n, d).transpose(1, 2))
-        out = out.view(b, n, c)
-        v_mean = v_mean.reshape(b, c).to(q.dtype)
+            kv = inline_kv(*to_float32(k, v), k_mean, v_mean, count, self.scale)
+            if query is None:
+                y = heads_times(to_float32(q)[0], kv)
+            else:
+                weight, bias = fold_into_query(*query, kv)
+        v_mean = v_mean.reshape(b, c).to(v.dtype)
+        if query is None:
+            # Merge heads (and return to the input dtype) in one copy.
+            out = v.new_empty(b, n, h, d)
+            out.copy_(y.view(b, h, n, d).transpose(1, 2))
+            out = out.view(b, n, c)
+            if prefix:
+                out[:, :prefix] += v_mean[:, None]
+            out[:, prefix:] += self.local_residual(x_mean.to(v.dtype), v[:, prefix:], hw, bias=v_mean)
+            return self.output(out)
+        bias = v_mean + bias.to(v.dtype)
+        out = self.local_residual(x_mean.to(v.dtype), v[:, prefix:], hw, bias=bias)
         if prefix:
-            out[:, :prefix] += v_mean[:, None]
-        out[:, prefix:] += self.local_residual(x_mean.to(q.dtype), v[:, prefix:], hw, bias=v_mean)
+            out = torch.cat([bias[:, None].expand(b, prefix, c), out], dim=1)
+        x, weight = x.to(out.dtype), weight.to(out.dtype)
+        # out += x W (the folded query and attention), written into the conv's output.
+        out = torch.baddbmm(out, x, weight) if custom_backward_wanted(x, weight) else out.baddbmm_(x, weight)
         return self.output(out)
+
+    def foldable_query(self, num_tokens: int):
+        """(weight, bias) of the query projection, to fold the attention's d x d matrices into (see
+        the module docstring); None when that does not pay (no more tokens than channels) or q is
+        not affine in x alone (a BatchNorm on batch statistics)."""
+        if not torch.compiler.is_exporting() and num_tokens <= self.dim:  # no guard on a traced size
+            return None
+        return affine_rows(*self._rows('q'))
 
     def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Tuple[int, int], x_mean: torch.Tensor,
             pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -130,7 +183,7 @@ class InLineAttention(QKVMixer):
                 count = (~pad_mask).sum(dim=1).clamp_min(1).to(qf.dtype)[:, None, None, None]
             k_mean = kf.sum(dim=1).reshape(b, h, 1, d) / count
             v_mean = vf.sum(dim=1).reshape(b, h, 1, d) / count
-            y = inline_attention(qf, kf, vf, k_mean, v_mean, count, self.scale)
+            y = heads_times(qf, inline_kv(kf, vf, k_mean, v_mean, count, self.scale))
         local = self.local_residual(x_mean, v, hw, bias=v_mean.reshape(b, c).to(v.dtype))
         y = y.view(b, h, n, d).transpose(1, 2).reshape(b, n, c)
         return y.to(local.dtype) + local

@@ -156,9 +156,22 @@ REFERENCES = {
 }
 
 
+@pytest.fixture(params=['q_product', 'folded_query'])
+def inline_path(request, monkeypatch):
+    """Run InLine through each of its two equal computations (q @ KV, or KV folded into the query
+    projection, which it picks by size), whatever the test's map size."""
+    from mmvitattn.attention.inline import InLineAttention
+    from mmvitattn.attention.projections import affine_rows
+    if request.param == 'q_product':
+        monkeypatch.setattr(InLineAttention, 'foldable_query', lambda self, n: None)
+    else:
+        monkeypatch.setattr(InLineAttention, 'foldable_query', lambda self, n: affine_rows(*self._rows('q')))
+    return request.param
+
+
 @pytest.mark.parametrize('case', sorted(REFERENCES))
 @pytest.mark.parametrize('prefix', [0, 1])
-def test_matches_reference_alone_and_batched_with_padding(case, prefix):
+def test_matches_reference_alone_and_batched_with_padding(case, prefix, inline_path):
     kwargs, reference = REFERENCES[case]
     mixer = build(case.split('_')[0], **kwargs)
     valid = (3, 4)
@@ -358,7 +371,19 @@ def test_inline_exported_residual_is_the_dynamic_conv():
             torch.testing.assert_close(out[i], dynamic_conv_reference(mixer, x[i], v[i], (H, W)))
 
 
-def test_inline_gradients_match_the_plain_formula_on_a_padded_batch():
+def test_inline_folds_the_query_only_where_it_pays():
+    """KV is folded into q's projection when the tokens outnumber the channels (N C d > C^2 d) and
+    q's projection is affine; LeViT's BN-linear in training (batch statistics) is not."""
+    mixer = build('inline')
+    assert mixer.foldable_query(C) is None
+    weight, bias = mixer.foldable_query(C + 1)
+    assert weight.shape == (C, C) and bias.shape == (C, )
+    levit = build_attention('inline', C, HEADS, qkv_layout='bn_qkv')
+    assert levit.train().foldable_query(C + 1) is None
+    assert levit.eval().foldable_query(C + 1) is not None
+
+
+def test_inline_gradients_match_the_plain_formula_on_a_padded_batch(inline_path):
     """Gradients through the module (its local conv has a backward of its own) against autograd of
     the explicit per-image formula, in float64, with one image padded; plus gradcheck of the conv."""
     from mmvitattn.attention.inline import batch_depthwise_conv

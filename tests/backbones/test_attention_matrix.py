@@ -89,7 +89,7 @@ def test_the_qkv_layout_only_names_parameters(attention):
 
 
 FORMULAS = {  # attention -> (module, the one function that computes its math)
-    'inline': ('mmvitattn.attention.inline', 'inline_attention'),
+    'inline': ('mmvitattn.attention.inline', 'inline_kv'),
     'castling': ('mmvitattn.attention.castling', 'CastlingAttention'),
     'armour': ('mmvitattn.attention.armour', 'ArmourAttention'),
 }
