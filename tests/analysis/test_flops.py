@@ -99,6 +99,29 @@ def test_inline_mixer_block():
     assert result.unsupported == {}
 
 
+def test_inline_mixer_block_with_the_folded_query():
+    """Where the tokens outnumber the channels InLine folds its d x d matrices into q's projection:
+    one N C^2 product replaces q's projection and q (d x d); building the folded weight is C^2 d."""
+    h, w = 9, 11
+    n = 1 + h * w
+    assert n > C
+
+    class Big(Mixer):
+        def forward(self, x):
+            return self.mixer(x, (h, w))
+
+    result = count_flops(Big('inline'), torch.randn(1, n, C), elementwise=False)
+    expected = (
+        n * C * 2 * C + n * C * C  # k and v, proj
+        + C * 2 * C + n * C * D + C * D  # mean(k), mean(v); K^T V; mean(k)^T mean(v)
+        + C * C * D + C * D  # the folded weight Wq^T KV and bias bq KV
+        + n * C * C  # x (Wq^T KV), accumulated into the local conv's output
+        + C * C // HEADS + 9 * C * C // HEADS  # the kernel-predicting grouped MLP
+        + h * w * C * 9)  # the 3x3 depthwise conv
+    assert result.total == expected
+    assert result.unsupported == {}
+
+
 def test_castling_mixer_block():
     result = count_flops(Mixer('castling', kernel_size=9), tokens(), elementwise=False)
     expected = (N * C * 3 * C + N * C * C  # qkv, proj
