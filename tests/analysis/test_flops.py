@@ -162,7 +162,9 @@ def test_linear_attention_is_linear_and_softmax_quadratic_in_tokens():
         return count_flops(Fixed(), torch.randn(1, n * 8, C)).total
 
     for name in ('inline', 'castling'):
-        a, b, c = per_size(name, 8), per_size(name, 16), per_size(name, 32)
+        # 128, 256 and 512 tokens: all above the width, where InLine folds its query (below it the
+        # count is affine too, with a slope C d higher per token: see the two InLine block tests).
+        a, b, c = per_size(name, 16), per_size(name, 32), per_size(name, 64)
         assert c - b == 2 * (b - a)  # exactly affine in N
     a, b, c = per_size('softmax', 8), per_size('softmax', 16), per_size('softmax', 32)
     assert c - b > 2 * (b - a)
