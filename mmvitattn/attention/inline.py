@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, conv_on_tokens,
-                   custom_backward_wanted, float32_region, register_attention, to_float32)
+                   float32_region, register_attention, to_float32)
 from .projections import affine_rows, project_rows
 
 
@@ -154,8 +154,8 @@ class InLineAttention(QKVMixer):
         if prefix:
             out = torch.cat([bias[:, None].expand(b, prefix, c), out], dim=1)
         x, weight = x.to(out.dtype), weight.to(out.dtype)
-        # out += x W (the folded query and attention), written into the conv's output.
-        out = torch.baddbmm(out, x, weight) if custom_backward_wanted(x, weight) else out.baddbmm_(x, weight)
+        # out += x W (the folded query and attention): in place into the conv's output when no graph is kept.
+        out = torch.baddbmm(out, x, weight) if torch.is_grad_enabled() else out.baddbmm_(x, weight)
         return self.output(out)
 
     def foldable_query(self, num_tokens: int):
