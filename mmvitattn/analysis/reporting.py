@@ -2,6 +2,7 @@
 log-log plots against pixels (matplotlib is optional: without it no plot is drawn)."""
 import json
 import os
+import platform
 from typing import List, Sequence
 
 from ..utils.runtime import write_text
@@ -22,6 +23,19 @@ def merge_runs(paths: Sequence[str]) -> dict:
     merged['rows'] = [row for r in results for row in r['rows']]
     merged['runs'] = [{k: v for k, v in r.items() if k not in ('rows', 'crossovers')} for r in results]
     return merged
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (``platform.processor()`` is empty on Linux, where
+    /proc/cpuinfo has it), else the architecture: benchmark figures depend on it, so results say it."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def pyplot():

@@ -179,6 +179,15 @@ class QKVMixer(TokenMixer):
             return self.qkv(x).split(c, dim=-1)
         return (self.q(x), *self.kv(x).split(c, dim=-1))
 
+    def project_separately(self, x: torch.Tensor, parts: str = 'qkv'):
+        """The ``parts`` of q, k, v (B, N, C), in that order, each its own product and so contiguous,
+        with the values :meth:`project_tokens` gives (whose column views have a 3C row stride:
+        per-token norms, channels-last convs and token-major products then read strided rows)."""
+        c = self.dim
+        (q_layer, q_start, _), (kv_layer, k_start, _) = self._rows('q'), self._rows('kv')
+        rows = {'q': (q_layer, q_start), 'k': (kv_layer, k_start), 'v': (kv_layer, k_start + c)}
+        return [project_rows(layer, x, start, start + c) for layer, start in (rows[p] for p in parts)]
+
     def kv_mean(self, x_mean: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[mean(k) | mean(v)] (B, 2C) over the real tokens, in ``x_mean``'s dtype. An affine

@@ -54,6 +54,7 @@ from torch import nn
 
 from .base import (QKVMixer, check_tokens, custom_backward_wanted, depthwise_conv_tokens, float32_region,
                    register_attention, sdpa_mask, split_heads, to_float32)
+from .head_products import heads_times, kt_v
 
 NORM_EPS = 1e-12  # F.normalize's
 ANGULAR_SCALE = 2 / math.pi  # of q^ (k^^T v) in 2y (see angular_mix)
@@ -96,7 +97,7 @@ class CastlingAttention(QKVMixer):
                 pad_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_tokens(x, hw, pad_mask)
         h = self.num_heads
-        q, k, v = self.project_tokens(x)  # (B, N, C) column views; heads split by view
+        q, k, v = self.project_separately(x)  # (B, N, C) each contiguous; heads split by view
         if pad_mask is not None:
             # Zero values: padded keys then drop out of k^^T v and of the conv; no mask on k needed.
             v = v * (~pad_mask).to(v.dtype)[..., None]
@@ -106,9 +107,9 @@ class CastlingAttention(QKVMixer):
         with float32_region(x):
             qf, kf, vf = to_float32(q, k, v)
             if self.aux_active:
-                qh, kh, vh = (split_heads(t, h) for t in (qf, kf, vf))
-                y = angular_mix(qh, kh, vh, self.constant_term)[0]
-                y = y + (2 * self.aux_coef) * self.masked_softmax(qh, kh, vh, pad_mask)
+                y = angular_mix(qf, kf, vf, h, self.constant_term)[0]
+                aux = self.masked_softmax(*(split_heads(t, h) for t in (qf, kf, vf)), pad_mask)
+                y = y + (2 * self.aux_coef) * aux.transpose(1, 2)
                 add_unit_rows(out, y, inv_norm(y))
             elif custom_backward_wanted(qf, kf, vf):
                 out = LinearAngular.apply(qf, kf, vf, out, h, self.constant_term)
@@ -193,39 +194,44 @@ def inv_norm_backward(t: torch.Tensor, inv: torch.Tensor, grad: torch.Tensor, ep
     return torch.addcmul(grad * inv, t, coef, value=-1)
 
 
-def angular_mix(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, constant_term: str):
-    """Twice the released y, per head, on (B, h, N, d) views: 2y = v + (2/pi) q^ (k^^T v) [or
+def head_rows(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, N, h, d), a view: the heads of each token side by side, as they lie."""
+    return t.view(*t.shape[:2], num_heads, -1)
+
+
+# The linear path works on token-major (B, N, h, d) views: per-token norms and scalings then run
+# over memory as it lies (on head-major views they take strided loops, about 2x slower), and the
+# per-head products write the heads already merged (:mod:`.head_products`).
+def angular_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, constant_term: str):
+    """Twice the released y, per head, of (B, N, C) q, k, v: 2y = v + (2/pi) q^ (k^^T v) [or
     sum_j v_j + ... for the expansion form]; y is normalised next, so the factor 2 changes nothing.
-    Returns (2y, k^^T v (B, h, d, d), 1/||q||, 1/||k|| (B, h, N, 1))."""
-    inv_q, inv_k = inv_norm(qh), inv_norm(kh)
-    kt = (kh * inv_k).transpose(-2, -1)  # (B, h, d, N)
-    # A sum over N; one image's (B, h) batch is one strided axis, which bmm takes as it is
-    # (matmul would fold it with a copy of V).
-    kv = torch.bmm(kt[0], vh[0])[None] if qh.shape[0] == 1 else kt @ vh
-    return angular_y(qh, vh, kv, inv_q, constant_term), kv, inv_q, inv_k
+    Returns (2y (B, N, h, d), k^^T v (B, h, d, d), 1/||q||, 1/||k|| (B, N, h, 1))."""
+    qr, kr = head_rows(q, num_heads), head_rows(k, num_heads)
+    inv_q, inv_k = inv_norm(qr), inv_norm(kr)
+    kv = kt_v((kr * inv_k).flatten(2), v, num_heads)
+    return angular_y(q, v, kv, inv_q, constant_term), kv, inv_q, inv_k
 
 
-def angular_y(qh, vh, kv, inv_q, constant_term: str) -> torch.Tensor:
+def angular_y(q, v, kv, inv_q, constant_term: str) -> torch.Tensor:
     """2y of :func:`angular_mix` from its parts; 1/||q|| is applied to the (N, d) product's rows."""
-    const = vh if constant_term == 'self' else vh.sum(dim=-2, keepdim=True)
-    return torch.addcmul(const, qh @ kv, inv_q, value=ANGULAR_SCALE)
+    vr = head_rows(v, kv.shape[1])
+    const = vr if constant_term == 'self' else vr.sum(dim=1, keepdim=True)
+    return torch.addcmul(const, head_rows(heads_times(q, kv), kv.shape[1]), inv_q, value=ANGULAR_SCALE)
 
 
 def add_unit_rows(base: torch.Tensor, y: torch.Tensor, inv_y: torch.Tensor, out: Optional[torch.Tensor] = None):
-    """``out`` (B, N, C; default ``base``, in place) = base + y / ||y||, y (B, h, N, d): the heads are
-    merged by the add, with no copy of their own."""
-    b, h, n, d = y.shape
-    base_heads = base.view(b, n, h, d).transpose(1, 2)
+    """``out`` (B, N, C; default ``base``, in place) = base + y / ||y||, y (B, N, h, d)."""
+    rows = base.view(y.shape)
     if out is None:
-        base_heads.addcmul_(y, inv_y)
+        rows.addcmul_(y, inv_y)
     else:
-        torch.addcmul(base_heads, y, inv_y, out=out.view(b, n, h, d).transpose(1, 2))
+        torch.addcmul(rows, y, inv_y, out=out.view(y.shape))
 
 
 def add_linear_angular(base, q, k, v, num_heads: int, constant_term: str, out=None):
     """``out`` (default ``base``, in place) = base + the normalised linear-angular attention of
     (B, N, C) q, k, v; returns what the backward of :class:`LinearAngular` needs besides q, k, v."""
-    y, kv, inv_q, inv_k = angular_mix(*(split_heads(t, num_heads) for t in (q, k, v)), constant_term)
+    y, kv, inv_q, inv_k = angular_mix(q, k, v, num_heads, constant_term)
     inv_y = inv_norm(y)
     add_unit_rows(base, y, inv_y, out)
     return kv, inv_q, inv_k, inv_y
@@ -249,18 +255,17 @@ class LinearAngular(torch.autograd.Function):
     def backward(ctx, g_out):
         q, k, v, kv, inv_q, inv_k, inv_y = ctx.saved_tensors
         num_heads, constant_term = ctx.options
-        qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
-        b, h, n, d = qh.shape
+        qr, kr = head_rows(q, num_heads), head_rows(k, num_heads)
         c = ANGULAR_SCALE
-        g = g_out.view(b, n, h, d).transpose(1, 2).to(q.dtype)
-        g_y = inv_norm_backward(angular_y(qh, vh, kv, inv_q, constant_term), inv_y, g)
-        g_kv = ((qh * inv_q).transpose(-2, -1) @ g_y) * c  # (B, h, d, d)
-        g_q = inv_norm_backward(qh, inv_q, (g_y @ kv.transpose(-2, -1)) * c)
-        g_k = inv_norm_backward(kh, inv_k, vh @ g_kv.transpose(-2, -1))
-        g_const = g_y if constant_term == 'self' else g_y.sum(dim=-2, keepdim=True)
-        g_v = g_const + (kh * inv_k) @ g_kv
-        merged = [t.transpose(1, 2).reshape(b, n, h * d) for t in (g_q, g_k, g_v)]
-        return (*merged, g_out, None, None)
+        g = head_rows(g_out.to(q.dtype), num_heads)
+        g_y = inv_norm_backward(angular_y(q, v, kv, inv_q, constant_term), inv_y, g)  # (B, N, h, d)
+        g_kv = kt_v((qr * inv_q).flatten(2), g_y.flatten(2), num_heads) * c  # (B, h, d, d)
+        g_q = inv_norm_backward(qr, inv_q, head_rows(heads_times(g_y.flatten(2), kv.transpose(-2, -1)), num_heads) * c)
+        g_k = inv_norm_backward(kr, inv_k, head_rows(heads_times(v, g_kv.transpose(-2, -1)), num_heads))
+        # g_v = g_const + k^ g_kv, accumulated into g_const (g_y itself is not needed any more).
+        g_const = g_y if constant_term == 'self' else g_y.sum(dim=1, keepdim=True).expand_as(g_y).contiguous()
+        g_v = heads_times((kr * inv_k).flatten(2), g_kv, out=g_const.flatten(2))
+        return g_q.flatten(2), g_k.flatten(2), g_v, g_out, None, None
 
 
 THRESHOLD_MODES = ('relative', 'absolute')

@@ -18,7 +18,8 @@ How it is computed (speed, no change to the result):
 - that product accumulates into the local residual's output (beta = 1), whose bias is mean(v)
   plus the folded query bias: no add and no head merge of their own;
 - otherwise q, k, v stay column views of the projection output (B, N, C); heads are split by
-  ``view``, so K^T V and q @ KV run as batched GEMMs on strided operands with no copies;
+  ``view``, so K^T V and q @ KV run as batched GEMMs on strided operands with no copies, and
+  q @ KV writes its heads already merged (:mod:`.head_products`);
 - the depthwise convs of all images are one grouped conv over B*C channels (the released code's
   form) in channels-last memory, i.e. on the (H, W, B, C) rows; its backward recomputes that copy
   of V rather than keeping it; the kernel MLP runs as grouped matrix products.
@@ -33,7 +34,8 @@ from torch import nn
 
 from .base import (QKVMixer, TokenMixer, channels_last_map, channels_last_tokens, check_tokens, conv_on_tokens,
                    float32_region, register_attention, to_float32)
-from .projections import affine_rows, project_rows
+from .head_products import heads_times, kt_v
+from .projections import affine_rows
 
 
 def inline_kv(k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor, v_mean: torch.Tensor, count,
@@ -45,23 +47,8 @@ def inline_kv(k: torch.Tensor, v: torch.Tensor, k_mean: torch.Tensor, v_mean: to
     k, v: (B, N, C) (any row stride; heads split by ``view``), padded values already zero;
     k_mean, v_mean: (B, h, 1, d) over the real tokens; count: N, or (B, 1, 1, 1) real tokens.
     Returns (B, h, d, d)."""
-    b, n, _ = k.shape
-    h, d = k_mean.shape[1], k_mean.shape[-1]
-    kt = k.view(b, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, N)
-    vh = v.view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-    if torch.compiler.is_exporting():  # a loop over the images would fix the batch
-        ktv = kt @ vh
-    else:  # per image the h heads are one strided axis, which bmm takes with no copy of K and V
-        ktv = torch.stack([torch.bmm(kt[i], vh[i]) for i in range(b)])
+    ktv = kt_v(k, v, k_mean.shape[1])
     return (ktv / count - k_mean.transpose(-2, -1) @ v_mean) * scale
-
-
-def heads_times(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-    """q (B, N, C) (any row stride) times each head's d x d matrix kv (B, h, d, d): (B * h, N, d)."""
-    b, n, _ = q.shape
-    h, d = kv.shape[1], kv.shape[-1]
-    qh = q.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)  # a view when b == 1
-    return torch.bmm(qh, kv.reshape(b * h, d, d))
 
 
 def fold_into_query(weight: torch.Tensor, bias: Optional[torch.Tensor], kv: torch.Tensor):
@@ -116,8 +103,7 @@ class InLineAttention(QKVMixer):
         if query is None:
             q, k, v = self.project_tokens(x)
         else:  # q is folded into the last product; k and v as their own products, each contiguous
-            layer, start, _ = self._rows('kv')
-            k, v = (project_rows(layer, x, row, row + c) for row in (start, start + c))
+            k, v = self.project_separately(x, 'kv')
         acc = torch.promote_types(x.dtype, torch.float32)
         if pad_mask is not None:
             keep = (~pad_mask).to(v.dtype)[..., None]  # (B, N, 1)
@@ -141,10 +127,7 @@ class InLineAttention(QKVMixer):
                 weight, bias = fold_into_query(*query, kv)
         v_mean = v_mean.reshape(b, c).to(v.dtype)
         if query is None:
-            # Merge heads (and return to the input dtype) in one copy.
-            out = v.new_empty(b, n, h, d)
-            out.copy_(y.view(b, h, n, d).transpose(1, 2))
-            out = out.view(b, n, c)
+            out = y.to(v.dtype)  # the heads came out merged
             if prefix:
                 out[:, :prefix] += v_mean[:, None]
             out[:, prefix:] += self.local_residual(x_mean.to(v.dtype), v[:, prefix:], hw, bias=v_mean)
@@ -185,7 +168,6 @@ class InLineAttention(QKVMixer):
             v_mean = vf.sum(dim=1).reshape(b, h, 1, d) / count
             y = heads_times(qf, inline_kv(kf, vf, k_mean, v_mean, count, self.scale))
         local = self.local_residual(x_mean, v, hw, bias=v_mean.reshape(b, c).to(v.dtype))
-        y = y.view(b, h, n, d).transpose(1, 2).reshape(b, n, c)
         return y.to(local.dtype) + local
 
     def local_residual(self, x_mean: torch.Tensor, v_map: torch.Tensor, hw: Tuple[int, int],

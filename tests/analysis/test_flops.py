@@ -3,6 +3,7 @@ element-wise ops 1 per output element, reductions 1 per input element, softmax 5
 import importlib.util
 import json
 import os
+import platform
 import re
 
 import pytest
@@ -235,6 +236,10 @@ def test_benchmark_train_mode_batch_and_ratios(capsys):
     result = bench.run_sweep(args)
     rows = {r['attention']: r for r in result['rows']}
     assert result['batch'] == 2 and all(r['batch'] == 2 and r['mode'] == 'train' for r in rows.values())
+    # The result names the CPU's model (figures depend on it), not only its architecture.
+    cpuinfo = open('/proc/cpuinfo').read() if os.path.isfile('/proc/cpuinfo') else ''
+    if 'model name' in cpuinfo:
+        assert result['cpu'] != platform.machine() and f': {result["cpu"]}\n' in cpuinfo
     # FLOPs and memory of the train step, as the memory subprocess measures them (here in-process).
     counted = {}
     for name in ('softmax', 'inline'):

@@ -45,7 +45,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import resource
 import statistics
@@ -65,7 +64,7 @@ import torch  # noqa: E402
 
 from mmvitattn.analysis import model_flops, parse_size, tensor_forward  # noqa: E402
 from mmvitattn.analysis import reporting  # noqa: E402
-from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
+from mmvitattn.analysis.reporting import cpu_model, loglog_against_pixels, merge_runs, pyplot, save_figure  # noqa: E402
 
 MODES = ('infer', 'train')
 MEASUREMENTS = {'infer': ('forward', 'infer'), 'train': ('train', )}
@@ -236,7 +235,7 @@ def run_benchmark(args) -> dict:
     result = dict(configs=[os.path.relpath(p, ROOT) for p in args.configs], device=args.device,
                   threads=torch.get_num_threads(), warmup=args.warmup, repeats=args.repeats,
                   dtype='float32', checkpoint=args.checkpoint, torch=torch.__version__,
-                  cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
+                  cpu=cpu_model(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                   rows=rows)
     for size in sizes:
         # Memory and FLOPs first, in a fresh process per config; what does not fit is not timed.
@@ -349,7 +348,7 @@ def fmt(value, spec: str) -> str:
 
 
 def print_table(result: dict):
-    print(f'\n{result["device"]}, {result["threads"]} threads, float32, batch 1 (segmentor training: 2); median of up to '
+    print(f'\n{result["device"]} ({result.get("cpu", "?")}), {result["threads"]} threads, float32, batch 1 (segmentor training: 2); median of up to '
           f'{result["repeats"]} rounds')
     print(f'{"config":<52} {"size":>10} {"mode":>8} {"latency ms":>11} {"min-max ms":>17} {"CPU ms":>9} '
           f'{"peak MiB":>9} {"GFLOPs bb/all":>14}')

@@ -62,7 +62,6 @@ import functools
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -79,7 +78,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmvitattn.analysis import backbone_flops, parse_size  # noqa: E402
-from mmvitattn.analysis.reporting import loglog_against_pixels, merge_runs, pyplot, save_figure, write_json  # noqa: E402
+from mmvitattn.analysis.reporting import cpu_model, loglog_against_pixels, merge_runs, pyplot, save_figure, write_json  # noqa: E402
 from mmvitattn.attention import ATTENTIONS  # noqa: E402
 
 # Trunks: (backbone class name, keyword arguments). Only the trunk runs (no pyramid, no head).
@@ -413,7 +412,7 @@ def run_sweep(args) -> dict:
                 numerics=numeric_settings(args.device), threads=torch.get_num_threads(),
                 runtimes=list(args.runtime),
                 warmup=args.warmup, repeats=args.repeats, batch=args.batch, torch=torch.__version__,
-                cpu=platform.processor() or platform.machine(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
+                cpu=cpu_model(), time=time.strftime('%Y-%m-%d %H:%M:%S'),
                 rows=rows)
 
 
@@ -499,7 +498,7 @@ def print_summary(result: dict):
     batch = result.get('batch', 1)
     print(f'\nratios - trunk {result["trunk"]}, {result["device"]}, {result["threads"]} threads, '
           f'{result["dtype"]}, mode {MODE_ALIASES.get(result.get("mode"), result.get("mode", "infer"))}, '
-          f'batch {batch}')
+          f'batch {batch}' + (f', {result["cpu"]}' if result.get('cpu') else ''))
     baseline = next((b for b in BASELINES if any(b in rows for rows in by_size.values())), 'softmax')
     print(f'  x{PROJ_FLOOR}, x{FLOOR}: latency / the floor\'s; mem x{PROJ_FLOOR}: peak memory / proj\'s; '
           f'speed-up: {baseline} latency / latency [CPU time]; FLOP ratio: {baseline} / variant, '
