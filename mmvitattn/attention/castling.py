@@ -54,7 +54,7 @@ from torch import nn
 
 from .base import (QKVMixer, check_tokens, custom_backward_wanted, depthwise_conv_tokens, float32_region,
                    register_attention, sdpa_mask, split_heads, to_float32)
-from .head_products import heads_times, kt_v
+from .head_products import head_rows, heads_times, kt_v
 
 NORM_EPS = 1e-12  # F.normalize's
 ANGULAR_SCALE = 2 / math.pi  # of q^ (k^^T v) in 2y (see angular_mix)
@@ -192,11 +192,6 @@ def inv_norm_backward(t: torch.Tensor, inv: torch.Tensor, grad: torch.Tensor, ep
     inv * grad - inv^3 (t . grad) t where ||t|| > eps (the clamp's side), inv * grad elsewhere."""
     coef = (t * grad).sum(dim=-1, keepdim=True) * inv.pow(3) * (inv < 1 / eps)
     return torch.addcmul(grad * inv, t, coef, value=-1)
-
-
-def head_rows(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, N, h, d), a view: the heads of each token side by side, as they lie."""
-    return t.view(*t.shape[:2], num_heads, -1)
 
 
 # The linear path works on token-major (B, N, h, d) views: per-token norms and scalings then run

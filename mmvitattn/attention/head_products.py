@@ -13,12 +13,17 @@ from typing import Optional
 import torch
 
 
+def head_rows(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, N, h, d), a view: the heads of each token side by side, as they lie."""
+    return t.view(*t.shape[:2], num_heads, -1)
+
+
 def kt_v(k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
     """sum_n k_nh^T v_nh per head: k (B, N, C), v (B, N, C') row tensors (any row stride) with
     ``num_heads`` heads each; returns (B, h, C/h, C'/h)."""
-    b, n, _ = k.shape
-    kt = k.view(b, n, num_heads, -1).permute(0, 2, 3, 1)  # (B, h, d, N)
-    vh = v.view(b, n, num_heads, -1).transpose(1, 2)  # (B, h, N, d')
+    b = k.shape[0]
+    kt = head_rows(k, num_heads).permute(0, 2, 3, 1)  # (B, h, d, N)
+    vh = head_rows(v, num_heads).transpose(1, 2)  # (B, h, N, d')
     if torch.compiler.is_exporting():  # a loop over the images would fix the batch
         return kt @ vh
     return torch.stack([torch.bmm(kt[i], vh[i]) for i in range(b)])
@@ -34,7 +39,7 @@ def heads_times(x: torch.Tensor, m: torch.Tensor, out: Optional[torch.Tensor] = 
     merge the heads, and a new tensor for the sum (``out`` is left as it is)."""
     b, n, _ = x.shape
     h, d_out = m.shape[1], m.shape[-1]
-    xh = x.view(b, n, h, -1).transpose(1, 2)  # (B, h, N, d)
+    xh = head_rows(x, h).transpose(1, 2)  # (B, h, N, d)
     graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, m, out))
     if graph or torch.compiler.is_exporting() or torch.jit.is_tracing():  # tracers: no in-place writes into views
         y = torch.bmm(xh.reshape(b * h, n, -1), m.reshape(b * h, -1, d_out))  # views when b == 1
@@ -43,7 +48,7 @@ def heads_times(x: torch.Tensor, m: torch.Tensor, out: Optional[torch.Tensor] = 
     beta = 1
     if out is None:
         out, beta = x.new_empty(b, n, h * d_out), 0
-    out_heads = out.view(b, n, h, d_out).transpose(1, 2)
+    out_heads = head_rows(out, h).transpose(1, 2)
     for i in range(b):
         out_heads[i].baddbmm_(xh[i], m[i], beta=beta)
     return out
